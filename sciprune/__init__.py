@@ -1,0 +1,18 @@
+"""sciprune: pruning the fully-connected surrogates of physical simulations."""
+
+from .compaction import compact
+from .criteria import available as methods
+from .masks import MaskedStep, get_masks, set_masks, sparsity
+from .models import MLP, build_model, describe, lenet_300_100
+from .pruning import PruneReport, prune, scores
+from .training import History, TrainConfig, fit
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "MLP", "lenet_300_100", "build_model", "describe",
+    "scores", "prune", "PruneReport", "methods",
+    "get_masks", "set_masks", "sparsity", "MaskedStep", "compact",
+    "fit", "TrainConfig", "History",
+    "__version__",
+]

@@ -1,0 +1,13 @@
+"""Magnitude pruning: score_ij = |W_ij| (Han et al. 2015, "Learning both weights and connections")."""
+
+from __future__ import annotations
+
+import torch
+
+from ._registry import ScoreResult, register
+
+
+@register("magnitude", summary="|W|: remove the smallest weights", needs_data=False)
+def magnitude(model, batches, names, generator, **options) -> ScoreResult:
+    params = dict(model.named_parameters())
+    return ScoreResult({n: params[n].detach().abs().clone() for n in names})

@@ -1,0 +1,50 @@
+"""Error metrics: MSE, relative L2, PDEBench's nRMSE, cross-entropy and accuracy."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+__all__ = ["mse", "rel_l2", "nrmse_field", "cross_entropy", "accuracy", "loss_fn"]
+
+
+def mse(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """mean((pred - target)^2) over every entry."""
+    return float(F.mse_loss(pred, target))
+
+
+def rel_l2(pred: torch.Tensor, target: torch.Tensor) -> float:
+    """||pred - target||_2 / ||target||_2 over every entry (global relative L2 error)."""
+    return float(torch.linalg.vector_norm(pred - target) / torch.linalg.vector_norm(target).clamp_min(1e-300))
+
+
+def nrmse_field(pred: np.ndarray, target: np.ndarray) -> float:
+    """PDEBench's nRMSE for one 1-D trajectory (Takamoto et al. 2022, ``metric_func``).
+
+    For every output time t: sqrt(mean_x (p - y)^2) / sqrt(mean_x y^2); then the mean over t.
+    Args: ``pred``, ``target`` of shape (Nt, Nx).
+    """
+    p, y = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    if p.shape != y.shape or p.ndim != 2:
+        raise ValueError(f"nrmse_field needs two (Nt, Nx) arrays of one shape, got {p.shape} and {y.shape}")
+    err = np.sqrt(np.mean((p - y) ** 2, axis=1))
+    ref = np.sqrt(np.mean(y**2, axis=1))
+    return float(np.mean(err / np.maximum(ref, 1e-300)))
+
+
+def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float(F.cross_entropy(logits, labels))
+
+
+def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
+    return float((logits.argmax(dim=1) == labels).to(torch.float64).mean())
+
+
+def loss_fn(name: str):
+    """The training loss by name: ``mse`` or ``cross_entropy``."""
+    if name == "mse":
+        return F.mse_loss
+    if name == "cross_entropy":
+        return F.cross_entropy
+    raise ValueError(f"loss must be 'mse' or 'cross_entropy', got {name!r}")

@@ -1,0 +1,147 @@
+"""Fully-connected networks: regressors, classifiers and LeNet-300-100.
+
+Every model is a plain ``nn.Sequential`` chain of ``nn.Linear`` layers and activation modules, so a
+user can build the same thing by hand and every sciprune routine (criteria, masks, compaction,
+saving) works on it. Linear layers are named ``linear0 ... linearL`` and activations ``act0 ...``.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from .errors import SciPruneError
+
+__all__ = ["Sine", "ACTIVATIONS", "MLP", "lenet_300_100", "build_model", "describe", "linear_chain"]
+
+
+class Sine(nn.Module):
+    """Elementwise sin(w0 * x) (SIREN-style activation; w0 = 1 by default)."""
+
+    def __init__(self, w0: float = 1.0) -> None:
+        super().__init__()
+        self.w0 = float(w0)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sin(self.w0 * x)
+
+    def extra_repr(self) -> str:
+        return f"w0={self.w0}"
+
+
+ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "gelu": nn.GELU, "sin": Sine}
+
+
+def _activation_name(module: nn.Module) -> str | None:
+    for name, cls in ACTIVATIONS.items():
+        if type(module) is cls:
+            return name
+    return None
+
+
+class MLP(nn.Sequential):
+    """y = L_L(act(... act(L_0 x))): ``in_features -> widths... -> out_features``.
+
+    Args:
+        in_features: input size (2 for a coordinate network u(x, t)).
+        widths: hidden layer sizes, e.g. ``[40] * 6`` for PDEBench's 2-40x6-1 network.
+        out_features: output size (1 for u, number of classes for a classifier).
+        activation: one of ``tanh``, ``relu``, ``gelu``, ``sin``.
+        seed: if given, initialise the weights from this seed without touching the global RNG.
+    """
+
+    def __init__(
+        self,
+        in_features: int,
+        widths: Sequence[int],
+        out_features: int,
+        activation: str = "tanh",
+        *,
+        seed: int | None = None,
+    ) -> None:
+        if activation not in ACTIVATIONS:
+            raise SciPruneError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+        sizes = [int(in_features), *[int(w) for w in widths], int(out_features)]
+        if any(s < 1 for s in sizes):
+            raise SciPruneError(f"layer sizes must be positive integers, got {sizes}")
+        layers: OrderedDict[str, nn.Module] = OrderedDict()
+        with torch.random.fork_rng(devices=[]):
+            if seed is not None:
+                torch.manual_seed(int(seed))
+            for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+                layers[f"linear{i}"] = nn.Linear(n_in, n_out)
+                if i < len(sizes) - 2:
+                    layers[f"act{i}"] = ACTIVATIONS[activation]()
+        super().__init__(layers)
+        self.activation = activation
+
+    @property
+    def sizes(self) -> list[int]:
+        lins = linear_chain(self)
+        return [lins[0].in_features] + [lin.out_features for lin in lins]
+
+
+def lenet_300_100(in_features: int = 784, n_classes: int = 10, *, seed: int | None = None) -> MLP:
+    """LeNet-300-100 (LeCun et al. 1998): in -> 300 -> 100 -> classes with ReLU."""
+    return MLP(in_features, [300, 100], n_classes, "relu", seed=seed)
+
+
+def linear_chain(model: nn.Module) -> list[nn.Linear]:
+    """The Linear layers of a sequential chain, in order; error if the model is not such a chain."""
+    if not isinstance(model, nn.Sequential):
+        raise SciPruneError(
+            f"expected an nn.Sequential chain of Linear layers and activations, got {type(model).__name__}"
+        )
+    lins = [m for m in model if isinstance(m, nn.Linear)]
+    if not lins:
+        raise SciPruneError("model has no nn.Linear layer")
+    return lins
+
+
+def describe(model: nn.Module) -> dict:
+    """JSON description of a Linear/activation chain: ``{"kind": "mlp", "sizes": [...], "activation": ...}``.
+
+    Works for :class:`MLP` and for any hand-built ``nn.Sequential`` of ``nn.Linear`` and one kind of
+    activation from :data:`ACTIVATIONS` (activations between every pair of Linear layers, none after
+    the last), which is what :func:`build_model` can rebuild.
+    """
+    lins = linear_chain(model)
+    acts: list[str] = []
+    prev_linear = False
+    for m in model:
+        if isinstance(m, nn.Linear):
+            if prev_linear:
+                raise SciPruneError("two Linear layers without an activation between them cannot be described")
+            prev_linear = True
+        else:
+            name = _activation_name(m)
+            if name is None:
+                raise SciPruneError(
+                    f"unsupported module {type(m).__name__} in the chain; supported activations: {sorted(ACTIVATIONS)}"
+                )
+            acts.append(name)
+            prev_linear = False
+    if not isinstance(model[-1], nn.Linear):
+        raise SciPruneError("the chain must end with a Linear layer")
+    if len(set(acts)) > 1:
+        raise SciPruneError(f"mixed activations {sorted(set(acts))} are not supported")
+    if len(acts) != len(lins) - 1:
+        raise SciPruneError("expected exactly one activation between consecutive Linear layers")
+    for a, b in zip(lins[:-1], lins[1:]):
+        if a.out_features != b.in_features:
+            raise SciPruneError(f"layer sizes do not chain: {a.out_features} -> {b.in_features}")
+    sizes = [lins[0].in_features] + [lin.out_features for lin in lins]
+    return {"kind": "mlp", "sizes": sizes, "activation": acts[0] if acts else "tanh"}
+
+
+def build_model(spec: dict, *, seed: int | None = None) -> MLP:
+    """Rebuild a model from :func:`describe`'s dictionary (weights freshly initialised)."""
+    if spec.get("kind") != "mlp":
+        raise SciPruneError(f"model kind must be 'mlp', got {spec.get('kind')!r}")
+    sizes = list(spec["sizes"])
+    if len(sizes) < 2:
+        raise SciPruneError(f"model sizes need at least input and output, got {sizes}")
+    return MLP(sizes[0], sizes[1:-1], sizes[-1], spec.get("activation", "tanh"), seed=seed)

@@ -1,0 +1,228 @@
+"""Fit and fine-tune with masks held: Adam, SGD or L-BFGS, schedules, early stopping.
+
+The data stay resident on the model's device; mini-batches are index slices drawn from a seeded
+generator, so a run is deterministic on CPU. Masks set by :mod:`sciprune.masks` are held at every
+step (gradients masked before, weights masked after).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Callable
+
+import torch
+from torch import nn
+
+from .batches import as_tensor
+from .data._types import TaskData
+from .errors import SciPruneError
+from .masks import MaskedStep
+from .metrics import loss_fn
+
+__all__ = ["TrainConfig", "History", "fit", "evaluate_loss"]
+
+OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs")
+SCHEDULES = ("constant", "cosine", "step", "plateau")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training settings. ``epochs`` counts passes over the training set.
+
+    ``schedule``: ``constant``; ``cosine`` (to 0 over the run); ``step`` (x ``gamma`` every
+    ``step_size`` epochs); ``plateau`` (x ``gamma`` after ``step_size`` epochs without validation
+    improvement). ``patience``: early stopping after that many epochs without validation improvement,
+    restoring the best weights (None: off). ``batch_size`` None means full batch.
+    """
+
+    optimizer: str = "adam"
+    lr: float = 1e-3
+    epochs: int = 1000
+    batch_size: int | None = None
+    weight_decay: float = 0.0
+    momentum: float = 0.9
+    schedule: str = "constant"
+    step_size: int = 100
+    gamma: float = 0.5
+    patience: int | None = None
+    seed: int = 0
+    eval_every: int = 1
+
+    def __post_init__(self) -> None:
+        if self.optimizer not in OPTIMIZERS:
+            raise SciPruneError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
+        if self.schedule not in SCHEDULES:
+            raise SciPruneError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        if not (self.lr > 0 and math.isfinite(self.lr)):
+            raise SciPruneError(f"lr must be a positive number, got {self.lr!r}")
+        if int(self.epochs) < 0:
+            raise SciPruneError(f"epochs must be >= 0, got {self.epochs!r}")
+        if self.batch_size is not None and int(self.batch_size) < 1:
+            raise SciPruneError(f"batch_size must be a positive integer or None, got {self.batch_size!r}")
+        if self.weight_decay < 0:
+            raise SciPruneError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if self.patience is not None and int(self.patience) < 1:
+            raise SciPruneError(f"patience must be a positive integer or None, got {self.patience!r}")
+        if int(self.eval_every) < 1:
+            raise SciPruneError(f"eval_every must be a positive integer, got {self.eval_every!r}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class History:
+    """Per-evaluation record of a run: epochs, training loss, validation loss (NaN without one)."""
+
+    epoch: list[int] = field(default_factory=list)
+    train_loss: list[float] = field(default_factory=list)
+    val_loss: list[float] = field(default_factory=list)
+    best_epoch: int | None = None
+    stopped_early: bool = False
+
+    @property
+    def final_train_loss(self) -> float:
+        return self.train_loss[-1] if self.train_loss else math.nan
+
+
+def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "adamw":
+        return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    if cfg.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.LBFGS(params, lr=cfg.lr, max_iter=20, history_size=20, line_search_fn="strong_wolfe")
+
+
+def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+    if cfg.schedule == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(cfg.epochs), 1))
+    if cfg.schedule == "step":
+        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+    if cfg.schedule == "plateau":
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.gamma, patience=cfg.step_size)
+    return None
+
+
+@torch.no_grad()
+def evaluate_loss(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, loss: str, *, batch_size: int = 65536) -> float:
+    """Mean ``loss`` of ``model`` over (X, Y), evaluated in chunks without gradients."""
+    fn = loss_fn(loss)
+    was = model.training
+    model.eval()
+    total = 0.0
+    for s in range(0, X.shape[0], batch_size):
+        total += float(fn(model(X[s : s + batch_size]), Y[s : s + batch_size], reduction="sum"))
+    model.train(was)
+    per = X.shape[0] * (Y.shape[1] if loss == "mse" and Y.ndim > 1 else 1)
+    return total / per
+
+
+def _resolve(task_or_data, val):
+    if isinstance(task_or_data, TaskData):
+        t = task_or_data
+        return t.X_train, t.Y_train, (val if val is not None else (t.X_val, t.Y_val)), t.task
+    if isinstance(task_or_data, tuple) and len(task_or_data) == 2:
+        X, Y = task_or_data
+        return X, Y, val, None
+    raise SciPruneError(f"training data must be a TaskData or a tuple (X, Y), got {type(task_or_data).__name__}")
+
+
+def fit(
+    model: nn.Module,
+    data,
+    config: TrainConfig = TrainConfig(),
+    *,
+    loss: str | None = None,
+    val: tuple | None = None,
+    progress: Callable[[int, int, float, float], None] | None = None,
+) -> History:
+    """Train ``model`` in place on ``data`` (a TaskData or ``(X, Y)``), holding any masks.
+
+    ``loss`` defaults to ``mse`` for floating targets and ``cross_entropy`` for integer labels.
+    ``val`` (X, Y) enables early stopping and the plateau schedule (a TaskData brings its own).
+    ``progress(epoch, epochs, train_loss, val_loss)`` is called at each evaluation.
+    """
+    p0 = next(model.parameters())
+    device, dtype = p0.device, p0.dtype
+    X, Y, val, _ = _resolve(data, val)
+    X = as_tensor(X, device=device, dtype=dtype, name="X")
+    Y = as_tensor(Y, device=device, dtype=dtype, name="Y")
+    if X.shape[0] != Y.shape[0]:
+        raise SciPruneError(f"X and Y must have the same number of rows, got {X.shape[0]} and {Y.shape[0]}")
+    if loss is None:
+        loss = "mse" if Y.is_floating_point() else "cross_entropy"
+    fn = loss_fn(loss)
+    if val is not None and val[0] is not None and len(val[0]) > 0:
+        Xv = as_tensor(val[0], device=device, dtype=dtype, name="X_val")
+        Yv = as_tensor(val[1], device=device, dtype=dtype, name="Y_val")
+    else:
+        Xv = Yv = None
+    if (config.patience is not None or config.schedule == "plateau") and Xv is None:
+        raise SciPruneError("early stopping and the plateau schedule need a validation set")
+
+    opt = _make_optimizer(model.parameters(), config)
+    sched = _make_scheduler(opt, config)
+    step = MaskedStep(opt, model)
+    gen = torch.Generator().manual_seed(int(config.seed))
+    n = X.shape[0]
+    bs = n if config.batch_size is None else min(int(config.batch_size), n)
+    hist = History()
+    best, best_state, since_best = math.inf, None, 0
+    model.train()
+    for epoch in range(1, int(config.epochs) + 1):
+        order = torch.randperm(n, generator=gen).to(device) if bs < n else None
+        running, seen = 0.0, 0
+        for s in range(0, n, bs):
+            if order is None:
+                xb, yb = X, Y
+            else:
+                idx = order[s : s + bs]
+                xb, yb = X[idx], Y[idx]
+
+            def closure():
+                opt.zero_grad(set_to_none=True)
+                value = fn(model(xb), yb)
+                value.backward()
+                return value
+
+            if config.optimizer == "lbfgs":
+                value = step(closure)
+            else:
+                value = closure()
+                step()
+            running += float(value.detach()) * xb.shape[0]
+            seen += xb.shape[0]
+        train_loss = running / seen
+        if not math.isfinite(train_loss):
+            raise SciPruneError(f"training diverged at epoch {epoch} (loss {train_loss}); lower the learning rate")
+        if epoch % config.eval_every == 0 or epoch == config.epochs:
+            val_loss = evaluate_loss(model, Xv, Yv, loss) if Xv is not None else math.nan
+            hist.epoch.append(epoch)
+            hist.train_loss.append(train_loss)
+            hist.val_loss.append(val_loss)
+            if progress is not None:
+                progress(epoch, int(config.epochs), train_loss, val_loss)
+            if Xv is not None:
+                if val_loss < best:
+                    best, since_best, hist.best_epoch = val_loss, 0, epoch
+                    if config.patience is not None:
+                        best_state = copy.deepcopy(model.state_dict())
+                else:
+                    since_best += config.eval_every
+                if config.patience is not None and since_best >= config.patience:
+                    hist.stopped_early = True
+                    break
+        if sched is not None:
+            if config.schedule == "plateau":
+                if not math.isnan(hist.val_loss[-1] if hist.val_loss else math.nan):
+                    sched.step(hist.val_loss[-1])
+            else:
+                sched.step()
+    if best_state is not None:
+        model.load_state_dict(best_state)
+    model.eval()
+    return hist
