@@ -5,6 +5,7 @@ from .criteria import available as methods
 from .masks import MaskedStep, get_masks, set_masks, sparsity
 from .models import MLP, build_model, describe, lenet_300_100
 from .pruning import PruneReport, prune, scores
+from .surrogate import Surrogate, load, save
 from .training import History, TrainConfig, fit
 
 __version__ = "0.1.0"
@@ -14,5 +15,6 @@ __all__ = [
     "scores", "prune", "PruneReport", "methods",
     "get_masks", "set_masks", "sparsity", "MaskedStep", "compact",
     "fit", "TrainConfig", "History",
+    "Surrogate", "load", "save",
     "__version__",
 ]

@@ -1,0 +1,330 @@
+"""The ``sciprune`` command line: one click group, thin subcommands over the library.
+
+A user mistake (bad file, bad option, bad case file) prints one line ``Error: ...`` and exits with
+code 2, without a traceback. Heavy imports happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from .errors import SciPruneError
+
+
+class UserError(click.ClickException):
+    """A user mistake: printed as one line, exit code 2."""
+
+    exit_code = 2
+
+
+class _Group(click.Group):
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except SciPruneError as err:
+            raise UserError(str(err)) from None
+
+
+def _ints(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"--widths must be comma-separated integers like 40,40,40, got {text!r}") from None
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="sciprune")
+def cli() -> None:
+    """Prune the fully-connected surrogates of physical simulations."""
+
+
+# ----------------------------------------------------------------------------- generate
+@cli.group(cls=_Group)
+def generate() -> None:
+    """Generate data sets."""
+
+
+@generate.command("diffusion-sorption")
+@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="HDF5 file to write (resumed if it exists).")
+@click.option("--samples", default=1, show_default=True, type=int, help="Number of samples (seeds first-seed ...).")
+@click.option("--nx", default=1024, show_default=True, type=int, help="Number of cells.")
+@click.option("--nt", default=101, show_default=True, type=int, help="Number of output times in [0, 500].")
+@click.option("--mode", default="accurate", show_default=True, type=click.Choice(["accurate", "pdebench"]))
+@click.option("--workers", default=None, type=int, help="Parallel processes (default: up to 2).")
+@click.option("--first-seed", default=0, show_default=True, type=int)
+def generate_diffsorp(out, samples, nx, nt, mode, workers, first_seed) -> None:
+    """The 1-D diffusion-sorption equation of PDEBench, in PDEBench's HDF5 layout."""
+    from tqdm.auto import tqdm
+
+    from .data.diffsorp import generate as gen
+
+    bar = tqdm(total=samples, desc="diffusion-sorption", unit="sample")
+
+    def progress(done: int, total: int) -> None:
+        bar.total = total
+        bar.n = done
+        bar.refresh()
+
+    path = gen(out, n_samples=samples, nx=nx, nt=nt, mode=mode, workers=workers, first_seed=first_seed, progress=progress)
+    bar.close()
+    click.echo(f"wrote {path}")
+
+
+# ----------------------------------------------------------------------------- data
+@cli.group(cls=_Group)
+def data() -> None:
+    """Inspect and convert data files."""
+
+
+@data.command("info")
+@click.argument("path", type=click.Path())
+def data_info(path) -> None:
+    """Describe a PDEBench HDF5 file, a classification HDF5 file or an IDX file."""
+    from .data.info import describe_file
+
+    click.echo(describe_file(path))
+
+
+@data.command("convert")
+@click.argument("source", type=click.Path())
+@click.argument("out", type=click.Path(dir_okay=False))
+def data_convert(source, out) -> None:
+    """Convert a directory of MNIST / Fashion-MNIST IDX files into one HDF5 file."""
+    from .data.classification import convert_idx_to_h5
+
+    if not Path(source).is_dir():
+        raise UserError(f"{source}: expected a directory holding the IDX files (train-images-idx3-ubyte[.gz], ...)")
+    click.echo(f"wrote {convert_idx_to_h5(source, out)}")
+
+
+# ----------------------------------------------------------------------------- train / prune / evaluate
+def _data_spec(data_arg: str, sample: int, split: str, generate_nx: int | None):
+    from .config import DataSpec, GenerateSpec
+
+    if data_arg == "digits" or Path(data_arg).is_dir() or _is_classification_h5(data_arg):
+        return DataSpec(kind="classification", source=data_arg)
+    gen = GenerateSpec(samples=sample + 1, nx=generate_nx) if generate_nx else None
+    return DataSpec(kind="pdebench", file=data_arg, sample=sample, split=split, generate=gen)
+
+
+def _is_classification_h5(path: str) -> bool:
+    if not Path(path).is_file():
+        return False
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return "labels" in f or ("train" in f and "labels" in f["train"])
+    except OSError:
+        return False
+
+
+def _validated(fn, *args, **kwargs):
+    """Build a config object, turning pydantic errors into one-line user errors."""
+    from pydantic import ValidationError
+
+    try:
+        return fn(*args, **kwargs)
+    except ValidationError as err:
+        from .config import _format_error
+
+        raise UserError(_format_error("option", err)) from None
+
+
+@cli.command()
+@click.option("--data", "data_arg", default="digits", show_default=True,
+              help="PDEBench HDF5 file (regression u(x,t)), 'digits', an IDX directory or a classification HDF5 file.")
+@click.option("--sample", default=0, show_default=True, type=int, help="Sample index in a PDEBench file.")
+@click.option("--generate-nx", default=None, type=int, help="Generate a missing PDEBench file with this many cells.")
+@click.option("--split", default="random", show_default=True, type=click.Choice(["random", "time"]))
+@click.option("--noise", "noise_kind", default="uniform", show_default=True,
+              type=click.Choice(["none", "uniform", "gaussian", "relative-gaussian"]))
+@click.option("--noise-level", default=0.0, show_default=True, type=float)
+@click.option("--model", "model_kind", default="mlp", show_default=True, type=click.Choice(["mlp", "lenet-300-100"]))
+@click.option("--widths", default="40,40,40", show_default=True, help="Hidden layer widths.")
+@click.option("--activation", default="tanh", show_default=True, type=click.Choice(["tanh", "relu", "gelu", "sin"]))
+@click.option("--optimizer", default="adam", show_default=True, type=click.Choice(["adam", "adamw", "sgd", "lbfgs"]))
+@click.option("--lr", default=1e-3, show_default=True, type=float)
+@click.option("--epochs", default=1000, show_default=True, type=int)
+@click.option("--batch-size", default=None, type=int, help="Mini-batch size (default: full batch).")
+@click.option("--schedule", default="constant", show_default=True, type=click.Choice(["constant", "cosine", "step", "plateau"]))
+@click.option("--patience", default=None, type=int, help="Early stopping patience in epochs.")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", "out", required=True, type=click.Path(), help="Directory of the saved model (.sciprune).")
+def train(data_arg, sample, generate_nx, split, noise_kind, noise_level, model_kind, widths, activation, optimizer,
+          lr, epochs, batch_size, schedule, patience, seed, device, out) -> None:
+    """Train a dense network and save it as a portable surrogate."""
+    from .config import ModelSpec, TrainSpec
+    from .pipeline import evaluate, make_model, resolve_device, train_config
+    from .surrogate import save
+    from .tasks import build_task, ensure_data
+    from .training import fit
+
+    spec = _validated(_data_spec, data_arg, sample, split, generate_nx)
+    mspec = _validated(ModelSpec, kind=model_kind, widths=_ints(widths), activation=activation)
+    tspec = _validated(TrainSpec, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size,
+                       schedule=schedule, patience=patience)
+    dev = resolve_device(device)
+    ensure_data(spec)
+    loaded = build_task(spec, noise_kind=noise_kind, noise_level=noise_level, seed=seed)
+    task = loaded.task.to(dev)
+    from .tasks import LoadedTask
+
+    loaded = LoadedTask(task, loaded.grid_inputs, loaded.clean_field, loaded.noisy_field, loaded.x, loaded.t)
+    model = make_model(mspec, task.in_features, task.out_features, seed, device=dev, dtype=torch_float())
+    hist = fit(model, task, train_config(tspec, seed), progress=_epoch_progress(epochs))
+    prov = {"data": spec.model_dump(), "noise": {"kind": noise_kind if noise_level else "none", "level": noise_level},
+            "seed": seed, "train": tspec.model_dump(), "model": mspec.model_dump()}
+    _save_model(model, out, task, prov)
+    click.echo(json.dumps({"final_train_loss": hist.final_train_loss, **evaluate(model, loaded)}, indent=1))
+    click.echo(f"wrote {out}")
+
+
+def torch_float():
+    import torch
+
+    return torch.float32
+
+
+def _epoch_progress(epochs: int):
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=epochs, desc="training", unit="epoch", leave=False)
+
+    def progress(epoch, total, train_loss, val_loss):
+        bar.n = epoch
+        bar.set_postfix(loss=f"{train_loss:.3g}", val=f"{val_loss:.3g}", refresh=False)
+        bar.refresh()
+        if epoch >= total:
+            bar.close()
+
+    return progress
+
+
+def _save_model(model, out, task, provenance) -> None:
+    from .surrogate import save
+
+    reg = task.task == "regression"
+    save(model, out, input_scaling=task.input_scaling, output_scaling=task.output_scaling, task=task.task,
+         provenance=provenance, input_names=["x", "t"] if reg else None, output_names=["u"] if reg else None)
+
+
+def _reload_task(surrogate, device):
+    from .config import DataSpec
+    from .tasks import LoadedTask, build_task
+
+    prov = surrogate.metadata.get("provenance", {})
+    if "data" not in prov:
+        raise UserError("the model records no data provenance; it was not saved by 'sciprune train' or 'run'")
+    spec = _validated(DataSpec, **prov["data"])
+    noise = prov.get("noise", {"kind": "none", "level": 0.0})
+    loaded = build_task(spec, noise_kind=noise["kind"], noise_level=noise["level"], seed=int(prov.get("seed", 0)))
+    task = loaded.task.to(device)
+    return LoadedTask(task, loaded.grid_inputs, loaded.clean_field, loaded.noisy_field, loaded.x, loaded.t), prov
+
+
+@cli.command("prune")
+@click.argument("model_path", type=click.Path())
+@click.option("--method", required=True, help="Pruning criterion (see 'sciprune methods').")
+@click.option("--ratio", required=True, type=float, help="Fraction of weights removed, in [0, 1).")
+@click.option("--scope", default="global", show_default=True, type=click.Choice(["global", "layer"]))
+@click.option("--finetune-epochs", default=0, show_default=True, type=int)
+@click.option("--lr", default=1e-3, show_default=True, type=float, help="Fine-tuning learning rate.")
+@click.option("--seed", default=None, type=int, help="Seed of the criterion (default: the model's).")
+@click.option("--device", default="cpu", show_default=True)
+@click.option("--out", "out", required=True, type=click.Path(), help="Directory of the pruned model.")
+def prune_cmd(model_path, method, ratio, scope, finetune_epochs, lr, seed, device, out) -> None:
+    """Prune a saved model on the data it was trained on, optionally fine-tune, and save it."""
+    from .config import TrainSpec
+    from .pipeline import evaluate, resolve_device, train_config
+    from .pruning import prune
+    from .selection import check_ratio
+    from .surrogate import load
+    from .training import fit
+
+    check_ratio(ratio)
+    from .criteria import get
+
+    get(method)
+    dev = resolve_device(device)
+    sur = load(model_path, device=str(dev))
+    loaded, prov = _reload_task(sur, dev)
+    model = sur.model
+    seed = int(prov.get("seed", 0)) if seed is None else seed
+    report = prune(model, method, ratio, loaded.task, scope=scope, seed=seed)
+    metrics = {"pruned": evaluate(model, loaded)}
+    if finetune_epochs:
+        tspec = _validated(TrainSpec, epochs=finetune_epochs, lr=lr)
+        fit(model, loaded.task, train_config(tspec, seed), progress=_epoch_progress(finetune_epochs))
+        metrics["finetuned"] = evaluate(model, loaded)
+    history = list(prov.get("pruning", [])) + [{"method": method, "ratio": ratio, "scope": scope, "seed": seed,
+                                                 "finetune_epochs": finetune_epochs, "source": str(model_path)}]
+    prov = dict(prov, method=method, ratio=ratio, pruning=history)
+    _save_model(model, out, loaded.task, prov)
+    click.echo(json.dumps({"achieved_sparsity": report.achieved, **metrics}, indent=1))
+    click.echo(f"wrote {out}")
+
+
+@cli.command()
+@click.argument("model_path", type=click.Path())
+@click.option("--device", default="cpu", show_default=True)
+def evaluate(model_path, device) -> None:
+    """Metrics of a saved model on the test split of the data it was trained on (JSON)."""
+    from .masks import sparsity
+    from .pipeline import evaluate as eval_model
+    from .pipeline import resolve_device
+    from .surrogate import load
+
+    dev = resolve_device(device)
+    sur = load(model_path, device=str(dev))
+    loaded, _ = _reload_task(sur, dev)
+    out = eval_model(sur.model, loaded)
+    out["weight_sparsity"] = sparsity(sur.model)["weights"]["sparsity"]
+    click.echo(json.dumps(out, indent=1))
+
+
+# ----------------------------------------------------------------------------- run / methods
+@cli.command()
+@click.argument("case_file", type=click.Path())
+@click.option("--output", default=None, help="Override the case's output directory.")
+@click.option("--device", default=None, help="Override the case's device (cpu, cuda, cuda:1).")
+@click.option("--quiet", is_flag=True, help="No progress bar.")
+def run(case_file, output, device, quiet) -> None:
+    """Run a study described by a TOML case file (see cases/)."""
+    from .config import load_case
+    from .pipeline import run_case
+
+    overrides = {}
+    if output:
+        overrides["output"] = output
+    if device:
+        overrides["device"] = device
+    case = load_case(case_file, overrides)
+    path = run_case(case, case_path=case_file, echo=click.echo, show_progress=not quiet)
+    click.echo(f"wrote {path} and figures in {path.parent}")
+
+
+@cli.command()
+def methods() -> None:
+    """List the pruning methods."""
+    from .criteria import available, get
+
+    for name in available():
+        c = get(name)
+        extra = "" if c.needs_data else " (no data needed)"
+        click.echo(f"{name:16s} {c.summary}{extra}")
+
+
+def main() -> None:
+    cli(prog_name="sciprune")
+
+
+if __name__ == "__main__":
+    main()

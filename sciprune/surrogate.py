@@ -1,0 +1,500 @@
+"""A pruned surrogate on disk: pickle-free weights plus a JSON description, loaded without user code.
+
+A saved surrogate is a directory ``<name>.sciprune/`` holding
+
+- ``weights.safetensors``: every tensor of the model's ``state_dict`` in its own dtype, plus each
+  mask set on the model as a ``uint8`` tensor (1 = kept) under ``mask/<parameter name>``;
+- ``model.json``: format and version, architecture (:func:`sciprune.models.describe`), dtype, task,
+  input/output scaling, feature and class names, provenance, sparsity, library versions and the
+  sha256 of the weights file.
+
+:func:`save` writes into a hidden sibling directory, fsyncs it and renames it into place, so the
+path holds either the old model, the new one, or (after a crash between the two renames) nothing,
+never a half-written model. :func:`load` checks the format, the checksum and every key, rebuilds the
+network with :func:`sciprune.models.build_model` and returns a :class:`Surrogate` that a simulation
+code calls on numpy arrays in physical units. The layout is described in ``docs/api_surrogate.md``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import shutil
+import uuid
+from pathlib import Path, PurePath
+from typing import Any
+
+import numpy as np
+import safetensors.torch
+import torch
+from torch import nn
+
+from .errors import DataFormatError, SciPruneError
+from .masks import set_masks, sparsity
+from .models import build_model, describe, linear_chain
+from .scaling import Scaling
+
+__all__ = ["Surrogate", "save", "load", "FORMAT", "FORMAT_VERSION"]
+
+FORMAT = "sciprune-surrogate"
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+JSON_FILE = "model.json"
+MASK_PREFIX = "mask/"
+TASKS = ("regression", "classification")
+_REQUIRED = ("format", "format_version", "architecture", "dtype", "task", "weights")
+
+
+class Surrogate:
+    """A trained (pruned) network wrapped to be called on numpy arrays in physical units.
+
+    ``s(X)`` with ``X`` shaped ``(..., F_in)`` returns ``(..., F_out)``; ``s(x, t, ...)`` with ``F_in``
+    arrays broadcasts them to a common shape ``B``, stacks them as feature columns and returns ``B``
+    (``F_out == 1``) or ``B + (F_out,)``. Inputs are mapped by ``input_scaling``, the network runs
+    without gradients in its own dtype in chunks of ``batch_size`` rows, and outputs are mapped back
+    by ``output_scaling``; the result is float64. For a classifier ``s(X)`` gives softmax
+    probabilities (float64) and :meth:`predict` the class indices.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        *,
+        input_scaling: Scaling | None = None,
+        output_scaling: Scaling | None = None,
+        task: str = "regression",
+        input_names: list[str] | None = None,
+        output_names: list[str] | None = None,
+        class_names: list[str] | None = None,
+        metadata: dict | None = None,
+        batch_size: int = 65536,
+    ) -> None:
+        lins = linear_chain(model)
+        self.in_features, self.out_features = lins[0].in_features, lins[-1].out_features
+        _check_task_args(task, self.in_features, self.out_features, input_scaling, output_scaling,
+                         input_names, output_names, class_names)
+        self.model = model.eval()
+        self.input_scaling, self.output_scaling, self.task = input_scaling, output_scaling, task
+        self.input_names = list(input_names) if input_names is not None else None
+        self.output_names = list(output_names) if output_names is not None else None
+        self.class_names = list(class_names) if class_names is not None else None
+        self.metadata = dict(metadata) if metadata is not None else {}
+        self.batch_size = int(batch_size)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "Surrogate":
+        """Move (and optionally cast) the network in place; returns ``self``."""
+        self.model.to(device=device, dtype=dtype)
+        return self
+
+    def __call__(self, *xs, batch_size: int | None = None) -> np.ndarray:
+        """Outputs in physical units (probabilities for a classifier); see the class docstring."""
+        z, batch_shape, coords = self._forward(xs, batch_size)
+        if self.task == "classification":
+            out = torch.softmax(z.to(torch.float64), dim=-1).numpy()
+        else:
+            out = z.to(torch.float64).numpy()
+            if self.output_scaling is not None:
+                out = self.output_scaling.inverse(out)
+        drop = coords and self.out_features == 1
+        return out.reshape(batch_shape if drop else (*batch_shape, self.out_features))
+
+    def predict(self, *xs, batch_size: int | None = None) -> np.ndarray:
+        """Class indices (int64, argmax of the logits), shaped like the batch; a regressor's outputs."""
+        if self.task != "classification":
+            return self(*xs, batch_size=batch_size)
+        z, batch_shape, _ = self._forward(xs, batch_size)
+        return z.argmax(dim=-1).numpy().reshape(batch_shape)
+
+    @torch.no_grad()
+    def _forward(self, xs: tuple, batch_size: int | None) -> tuple[torch.Tensor, tuple[int, ...], bool]:
+        """Network outputs (N, F_out) on the CPU in the network's dtype, the batch shape, coordinate form."""
+        x, batch_shape, coords = self._as_rows(xs)
+        if self.input_scaling is not None:
+            x = self.input_scaling.forward(x)
+        n, step = x.shape[0], int(batch_size or self.batch_size)
+        if step < 1:
+            raise SciPruneError(f"batch_size must be a positive integer, got {step}")
+        device, dtype = self.device, self.dtype
+        xt = torch.from_numpy(np.ascontiguousarray(x))
+        parts = [self.model(xt[i : i + step].to(device=device, dtype=dtype)).cpu() for i in range(0, n, step)]
+        z = torch.cat(parts) if parts else torch.empty(0, self.out_features, dtype=dtype)
+        return z, batch_shape, coords
+
+    def _as_rows(self, xs: tuple) -> tuple[np.ndarray, tuple[int, ...], bool]:
+        """(N, F_in) float64 rows, the batch shape, and whether the inputs came as coordinate arrays."""
+        f = self.in_features
+        names = f" ({', '.join(self.input_names)})" if self.input_names else ""
+        if not xs:
+            raise SciPruneError(f"expected inputs with F_in={f} features{names}; got no argument")
+        try:
+            arrays = [np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64) for a in xs]
+        except (TypeError, ValueError) as err:
+            raise SciPruneError(f"surrogate inputs must be numeric arrays: {err}") from None
+        one = arrays[0]
+        if len(arrays) == 1 and not (f == 1 and (one.ndim == 0 or one.shape[-1] != 1)):
+            if one.ndim == 0 or one.shape[-1] != f:
+                raise SciPruneError(
+                    f"expected F_in={f} input features{names} along the last axis, got an array of shape "
+                    f"{one.shape}; pass an (N, {f}) array or {f} coordinate arrays as s(x, t, ...)"
+                )
+            return one.reshape(-1, f), one.shape[:-1], False
+        if len(arrays) != f:
+            raise SciPruneError(
+                f"expected F_in={f} input features{names}, got {len(arrays)} coordinate arrays; pass one "
+                f"array per feature as s(x, t, ...) or a single (N, {f}) array"
+            )
+        try:
+            arrays = np.broadcast_arrays(*arrays)
+        except ValueError:
+            shapes = [a.shape for a in arrays]
+            raise SciPruneError(f"coordinate arrays of shapes {shapes} do not broadcast together") from None
+        return np.stack([a.reshape(-1) for a in arrays], axis=1), arrays[0].shape, True
+
+    def __repr__(self) -> str:
+        arch = self.metadata.get("architecture") or describe(self.model)
+        sizes = "-".join(str(s) for s in arch.get("sizes", []))
+        zeros = sparsity(self.model)["weights"]["sparsity"]
+        prov = self.metadata.get("provenance") or {}
+        extra = "".join(f", {k}={prov[k]!r}" for k in ("method", "ratio") if k in prov)
+        dtype = str(self.dtype).removeprefix("torch.")
+        return (
+            f"Surrogate({arch.get('kind', 'mlp')} {sizes} {arch.get('activation', '')}, {dtype}, {self.task}, "
+            f"weight sparsity {zeros:.1%}{extra})"
+        )
+
+
+def save(
+    model: nn.Module,
+    path: str | os.PathLike,
+    *,
+    input_scaling: Scaling | None = None,
+    output_scaling: Scaling | None = None,
+    task: str = "regression",
+    provenance: dict | None = None,
+    input_names: list[str] | None = None,
+    output_names: list[str] | None = None,
+    class_names: list[str] | None = None,
+) -> Path:
+    """Write ``model`` and what is needed to call it in physical units to the directory ``path``.
+
+    Args:
+        model: an :class:`~sciprune.models.MLP` or any chain that :func:`describe` accepts and
+            :func:`build_model` rebuilds exactly (biased Linear layers, default activation options).
+        path: the directory to create (e.g. ``runs/x/model.sciprune``); an existing saved surrogate
+            there is replaced atomically, any other existing file or non-empty directory is refused.
+        input_scaling, output_scaling: physical -> network units maps, sized ``F_in`` and ``F_out``
+            (no output scaling for a classifier).
+        task: ``"regression"`` or ``"classification"``.
+        provenance: JSON-serialisable record (method, ratio, seed, dataset, noise, ...); numpy and
+            torch scalars/arrays, tuples, paths and dataclasses are converted, non-finite floats are
+            written as the strings ``"nan"``, ``"inf"``, ``"-inf"``.
+        input_names, output_names, class_names: optional labels, one per feature / class.
+
+    Returns:
+        The path of the saved directory.
+    """
+    if not isinstance(model, nn.Module):
+        raise SciPruneError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if provenance is not None and not isinstance(provenance, dict):
+        raise SciPruneError(f"provenance must be a dict or None, got {type(provenance).__name__}")
+    arch = describe(model)
+    sizes = arch["sizes"]
+    _check_task_args(task, sizes[0], sizes[-1], input_scaling, output_scaling, input_names, output_names, class_names)
+    tensors, masks = _canonical_tensors(model, arch)
+    meta = {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "architecture": arch,
+        "dtype": str(tensors["linear0.weight"].dtype).removeprefix("torch."),
+        "task": task,
+        "input_scaling": input_scaling.to_dict() if input_scaling is not None else None,
+        "output_scaling": output_scaling.to_dict() if output_scaling is not None else None,
+        "input_names": _names(input_names), "output_names": _names(output_names), "class_names": _names(class_names),
+        "provenance": _jsonable(dict(provenance or {}), "provenance"),
+        "masks": {name: {"key": MASK_PREFIX + name, "kept": int(m.sum()), "total": m.numel()} for name, m in masks.items()},
+        "sparsity": sparsity(model),
+        "versions": _versions(),
+    }
+    for name, m in masks.items():
+        tensors[MASK_PREFIX + name] = m.to(torch.uint8).contiguous()
+
+    path = Path(path)
+    _check_replaceable(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
+    os.mkdir(tmp)
+    try:
+        data = safetensors.torch.save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+        _write_file(tmp / WEIGHTS_FILE, data)
+        meta["weights"] = {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+        try:
+            text = json.dumps(meta, indent=2, allow_nan=False) + "\n"
+        except ValueError as err:  # a non-finite scaling value
+            raise SciPruneError(f"cannot write {path / JSON_FILE}: {err}") from None
+        _write_file(tmp / JSON_FILE, text.encode("utf-8"))
+        _fsync_dir(tmp)
+        _swap_into_place(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return path
+
+
+def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Surrogate:
+    """Load a surrogate written by :func:`save` (the directory, or its ``model.json``) onto ``device``."""
+    path = Path(path)
+    if path.is_file() and path.name == JSON_FILE:
+        path = path.parent
+    if not path.is_dir():
+        what = "is a file, not a saved surrogate directory" if path.exists() else "does not exist"
+        aside = sorted(path.parent.glob(f".{path.name}.old-*")) if path.parent.is_dir() else []
+        hint = f" (an interrupted save left the previous model at {aside[-1]})" if aside else ""
+        raise DataFormatError(
+            f"cannot load a surrogate from {path}: the path {what}{hint}; pass the directory written by sciprune.save"
+        )
+    jfile, wfile = path / JSON_FILE, path / WEIGHTS_FILE
+    for f in (jfile, wfile):
+        if not f.is_file():
+            raise DataFormatError(f"{f} is missing: {path} is not a complete saved surrogate; save the model again")
+    try:
+        meta = json.loads(jfile.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise DataFormatError(f"{jfile} is not valid JSON ({err}); the file is corrupted, save the model again") from None
+    if not isinstance(meta, dict):
+        raise DataFormatError(f"{jfile} must hold a JSON object, got {type(meta).__name__}")
+    for key in _REQUIRED:
+        if key not in meta:
+            raise DataFormatError(f"{jfile} has no key {key!r}; it was not written by sciprune.save or is corrupted")
+    if meta["format"] != FORMAT:
+        raise DataFormatError(f"{jfile}: key 'format' is {meta['format']!r}, expected {FORMAT!r}")
+    if meta["format_version"] != FORMAT_VERSION:
+        raise DataFormatError(
+            f"{jfile}: key 'format_version' is {meta['format_version']!r}; this sciprune reads version "
+            f"{FORMAT_VERSION}. Load it with the sciprune version that wrote it ({_get(meta, 'versions', {})})"
+        )
+    expected = _get(meta["weights"], "sha256", None) if isinstance(meta["weights"], dict) else None
+    if not isinstance(expected, str):
+        raise DataFormatError(f"{jfile} has no key 'weights.sha256' (a string); the file is corrupted")
+    data = wfile.read_bytes()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise DataFormatError(
+            f"checksum mismatch for {wfile}: sha256 is {actual} but {jfile} records {expected}; "
+            "the weights were modified or truncated after saving"
+        )
+    try:
+        tensors = safetensors.torch.load(data)
+    except Exception as err:  # safetensors raises its own SafetensorError
+        raise DataFormatError(f"{wfile} is not a readable safetensors file: {err}") from None
+    model = _rebuild(meta, tensors, jfile, wfile)
+    task = meta["task"]
+    try:
+        in_s, out_s = (Scaling.from_dict(meta[k]) if meta.get(k) is not None else None for k in ("input_scaling", "output_scaling"))
+    except (KeyError, TypeError, ValueError) as err:
+        raise DataFormatError(f"{jfile}: keys 'input_scaling'/'output_scaling' are invalid ({err!r})") from None
+    try:
+        return Surrogate(
+            model.to(device), input_scaling=in_s, output_scaling=out_s, task=task, metadata=meta,
+            input_names=meta.get("input_names"), output_names=meta.get("output_names"), class_names=meta.get("class_names"),
+        )
+    except SciPruneError as err:
+        raise DataFormatError(f"{jfile}: {err}") from None
+
+
+# --- helpers -----------------------------------------------------------------------------------
+
+
+def _check_task_args(task, f_in, f_out, input_scaling, output_scaling, input_names, output_names, class_names) -> None:
+    if task not in TASKS:
+        raise SciPruneError(f"task must be one of {TASKS}, got {task!r}")
+    for label, sc, n in (("input_scaling", input_scaling, f_in), ("output_scaling", output_scaling, f_out)):
+        if sc is not None and not isinstance(sc, Scaling):
+            raise SciPruneError(f"{label} must be a sciprune.Scaling or None, got {type(sc).__name__}")
+        if sc is not None and sc.size != n:
+            raise SciPruneError(f"{label} has {sc.size} features but the model has {n}")
+    if task == "classification" and output_scaling is not None:
+        raise SciPruneError("a classifier has no output_scaling (its outputs are logits); pass output_scaling=None")
+    if task == "regression" and class_names is not None:
+        raise SciPruneError("class_names are only for task='classification'")
+    for label, names, n in (("input_names", input_names, f_in), ("output_names", output_names, f_out),
+                            ("class_names", class_names, f_out)):
+        if names is not None and (isinstance(names, str) or len(names) != n):
+            raise SciPruneError(f"{label} must be a list of {n} strings, got {names!r}")
+
+
+def _names(names) -> list[str] | None:
+    return [str(n) for n in names] if names is not None else None
+
+
+@torch.no_grad()
+def _canonical_tensors(model: nn.Module, arch: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """Tensors under the keys of ``build_model(arch)`` (``linear{i}.weight/bias``) and the set masks.
+
+    Checks that the rebuilt chain computes the same function (same module types and options, biases
+    present, every state_dict entry accounted for) and that masked weights are zero.
+    """
+    lins = linear_chain(model)
+    for i, lin in enumerate(lins):
+        if lin.bias is None:
+            raise SciPruneError(f"Linear layer {i} has no bias; sciprune surrogates need biased Linear layers")
+    rebuilt = build_model(arch, seed=0)
+    mods, ref = [m for m in model], [m for m in rebuilt]
+    for i, (a, b) in enumerate(zip(mods, ref)):
+        if type(a) is not type(b) or a.extra_repr() != b.extra_repr():
+            raise SciPruneError(
+                f"module {i} of the chain is {a!r} but sciprune.build_model would rebuild it as {b!r}; "
+                "only default activation options can be saved"
+            )
+    tensors, masks = {}, {}
+    for i, lin in enumerate(lins):
+        for attr in ("weight", "bias"):
+            p = getattr(lin, attr)
+            tensors[f"linear{i}.{attr}"] = p.detach().to("cpu", copy=True).contiguous()
+            m = lin._buffers.get(f"{attr}_mask")
+            if m is not None:
+                if bool((p[~m.to(device=p.device, dtype=torch.bool)] != 0).any()):
+                    raise SciPruneError(
+                        f"linear{i}.{attr} has non-zero entries where its mask is False; call "
+                        "sciprune.masks.enforce(model) before saving"
+                    )
+                masks[f"linear{i}.{attr}"] = m.detach().to("cpu", dtype=torch.bool)
+    n_state = len(model.state_dict())
+    if n_state != len(tensors) or set(rebuilt.state_dict()) != set(tensors):
+        raise SciPruneError(f"the model's state_dict has {n_state} entries; only Linear weights and biases can be saved")
+    dtypes = {t.dtype for t in tensors.values()}
+    if len(dtypes) != 1 or not next(iter(dtypes)).is_floating_point:
+        raise SciPruneError(f"all parameters must share one floating dtype, got {sorted(map(str, dtypes))}")
+    return tensors, masks
+
+
+def _rebuild(meta: dict, tensors: dict[str, torch.Tensor], jfile: Path, wfile: Path) -> nn.Module:
+    try:
+        model = build_model(meta["architecture"], seed=0)
+    except (SciPruneError, KeyError, TypeError, ValueError) as err:
+        raise DataFormatError(f"{jfile}: key 'architecture' is invalid: {err}") from None
+    masks = {k[len(MASK_PREFIX):]: t.to(torch.bool) for k, t in tensors.items() if k.startswith(MASK_PREFIX)}
+    state = {k: t.clone() for k, t in tensors.items() if not k.startswith(MASK_PREFIX)}
+    try:
+        model.load_state_dict(state, strict=True, assign=True)  # assign: keep the saved dtype bit for bit
+    except RuntimeError as err:
+        raise DataFormatError(f"{wfile} does not match the architecture in {jfile}: {err}") from None
+    try:
+        set_masks(model, masks)
+    except SciPruneError as err:
+        raise DataFormatError(f"{wfile}: bad mask tensor: {err}") from None
+    return model.eval()
+
+
+def _jsonable(value: Any, where: str) -> Any:
+    """A JSON-ready copy of ``value``; SciPruneError naming the key for anything else."""
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, (int, np.integer)) and not isinstance(value, np.bool_):
+        return int(value)
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, (float, np.floating)):
+        v = float(value)
+        return v if math.isfinite(v) else ("nan" if math.isnan(v) else ("inf" if v > 0 else "-inf"))
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        arr = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else value
+        if arr.dtype.kind not in "biuf":
+            raise SciPruneError(f"{where}: arrays of dtype {arr.dtype} are not JSON-serialisable; convert to a list of str")
+        return _jsonable(arr.tolist(), where)
+    if isinstance(value, PurePath):
+        return str(value)
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        value = {f.name: getattr(value, f.name) for f in dataclasses.fields(value)}
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise SciPruneError(f"{where}: key {k!r} is a {type(k).__name__}; JSON keys must be strings")
+            out[k] = _jsonable(v, f"{where}[{k!r}]")
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
+    raise SciPruneError(
+        f"{where}: a value of type {type(value).__name__} is not JSON-serialisable; convert it to a str, "
+        "number, bool, None, list or dict first"
+    )
+
+
+def _get(d: dict, key: str, default):
+    return d.get(key, default) if isinstance(d, dict) else default
+
+
+def _versions() -> dict:
+    import platform
+    import sys
+
+    pkg = sys.modules.get("sciprune")
+    return {
+        "sciprune": getattr(pkg, "__version__", "unknown"),
+        "torch": torch.__version__,
+        "numpy": np.__version__,
+        "safetensors": getattr(safetensors, "__version__", "unknown"),
+        "python": platform.python_version(),
+    }
+
+
+def _check_replaceable(path: Path) -> None:
+    """Refuse to replace anything but a previous surrogate (or an empty directory) at ``path``."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_symlink() or not path.is_dir():
+        raise SciPruneError(f"{path} exists and is not a saved surrogate directory; choose another path or remove it")
+    extra = sorted(p.name for p in path.iterdir() if p.name not in (JSON_FILE, WEIGHTS_FILE))
+    if extra:
+        raise SciPruneError(
+            f"{path} exists and holds files that are not part of a saved surrogate ({', '.join(extra[:5])}); "
+            "choose another path (e.g. <run>/model.sciprune) or remove it"
+        )
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # platforms that cannot open directories (Windows)
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _swap_into_place(tmp: Path, path: Path) -> None:
+    """Rename ``tmp`` to ``path``; an existing ``path`` is moved aside first and deleted after."""
+    if not path.exists():
+        os.rename(tmp, path)
+        _fsync_dir(path.parent)
+        return
+    old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:12]}"
+    os.rename(path, old)
+    try:
+        os.rename(tmp, path)
+    except BaseException:
+        os.rename(old, path)  # put the previous model back
+        raise
+    _fsync_dir(path.parent)
+    shutil.rmtree(old, ignore_errors=True)

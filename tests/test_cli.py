@@ -1,0 +1,94 @@
+"""The command line: every subcommand has help; user mistakes exit 2 with one line, no traceback."""
+
+import json
+
+import pytest
+from click.testing import CliRunner
+
+from sciprune.cli import cli
+
+
+def _commands(group, prefix=()):
+    for name, cmd in group.commands.items():
+        yield prefix + (name,)
+        if hasattr(cmd, "commands"):
+            yield from _commands(cmd, prefix + (name,))
+
+
+@pytest.mark.parametrize("path", list(_commands(cli)))
+def test_help_for_every_subcommand(path):
+    res = CliRunner().invoke(cli, [*path, "--help"])
+    assert res.exit_code == 0, res.output
+    assert "Usage:" in res.output
+
+
+def test_required_commands_exist():
+    names = {" ".join(p) for p in _commands(cli)}
+    for need in ["generate", "generate diffusion-sorption", "data info", "data convert", "train", "prune",
+                 "evaluate", "run", "methods"]:
+        assert need in names
+
+
+def test_methods_lists_registry():
+    import sciprune
+
+    res = CliRunner().invoke(cli, ["methods"])
+    assert res.exit_code == 0
+    for m in sciprune.methods():
+        assert m in res.output
+
+
+def _user_error(args, needle, tmp_path):
+    res = CliRunner().invoke(cli, args, catch_exceptions=False)
+    assert res.exit_code == 2, res.output
+    assert needle in res.output
+    assert "Traceback" not in res.output
+
+
+def test_missing_case_file(tmp_path):
+    _user_error(["run", str(tmp_path / "nope.toml")], "no such case file", tmp_path)
+
+
+def test_unknown_case_key(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('[train]\nlearning_rate = 0.1\n')
+    _user_error(["run", str(p)], "train.learning_rate: unknown key", tmp_path)
+
+
+def test_missing_data_file(tmp_path):
+    _user_error(["data", "info", str(tmp_path / "none.h5")], "none.h5", tmp_path)
+
+
+def test_wrong_layout(tmp_path):
+    import h5py
+
+    p = tmp_path / "odd.h5"
+    with h5py.File(p, "w") as f:
+        f["something"] = [1, 2, 3]
+    _user_error(["data", "info", str(p)], "odd.h5", tmp_path)
+
+
+def test_bad_ratio_and_method(tmp_path):
+    out = tmp_path / "m.sciprune"
+    res = CliRunner().invoke(cli, ["train", "--data", "digits", "--widths", "16", "--epochs", "2", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    _user_error(["prune", str(out), "--method", "magnitude", "--ratio", "1.5", "--out", str(tmp_path / "p")],
+                "ratio must be in [0, 1)", tmp_path)
+    _user_error(["prune", str(out), "--method", "nonsense", "--ratio", "0.5", "--out", str(tmp_path / "p")],
+                "unknown method 'nonsense'", tmp_path)
+
+
+def test_train_prune_evaluate_on_digits(tmp_path):
+    runner = CliRunner()
+    dense, pruned = tmp_path / "dense.sciprune", tmp_path / "pruned.sciprune"
+    res = runner.invoke(cli, ["train", "--data", "digits", "--widths", "32", "--activation", "relu",
+                              "--epochs", "30", "--lr", "0.01", "--out", str(dense)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["prune", str(dense), "--method", "magnitude", "--ratio", "0.5",
+                              "--finetune-epochs", "5", "--out", str(pruned)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["evaluate", str(pruned)])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.output)
+    assert metrics["weight_sparsity"] == pytest.approx(0.5, abs=1e-3)
+    assert metrics["test_accuracy"] > 0.5

@@ -1,0 +1,67 @@
+"""Case files: validation names the key; defaults resolve; overrides apply."""
+
+from pathlib import Path
+
+import pytest
+
+from sciprune.config import load_case, parse_case
+from sciprune.errors import ConfigError
+
+CASES = Path(__file__).resolve().parents[1] / "cases"
+
+
+def test_shipped_cases_are_valid():
+    for path in CASES.glob("*.toml"):
+        case = load_case(path)
+        assert case.prune.methods, path
+
+
+def test_all_methods_expands_to_registry():
+    import sciprune
+
+    case = parse_case({"prune": {"methods": ["all"]}})
+    assert case.prune.methods == sciprune.methods()
+
+
+@pytest.mark.parametrize(
+    "raw, needle",
+    [
+        ({"trian": {}}, "trian: unknown key"),
+        ({"train": {"lrr": 1}}, "train.lrr: unknown key"),
+        ({"train": {"lr": -1}}, "train.lr"),
+        ({"prune": {"ratios": [0.5, 1.0]}}, "ratios must be in [0, 1)"),
+        ({"prune": {"methods": ["nope"]}}, "unknown method(s) ['nope']"),
+        ({"noise": {"levels": [-0.1]}}, "noise levels must be >= 0"),
+        ({"data": {"kind": "pdebench"}}, "data.file is required"),
+        ({"model": {"activation": "swish"}}, "model.activation"),
+        ({"device": "tpu"}, "device must be"),
+        ({"seeds": []}, "seeds"),
+    ],
+)
+def test_bad_values_name_the_key(raw, needle):
+    with pytest.raises(ConfigError) as err:
+        parse_case(raw, source="case.toml")
+    assert "case.toml" in str(err.value)
+    assert needle in str(err.value)
+
+
+def test_missing_and_malformed_files(tmp_path):
+    with pytest.raises(ConfigError, match="no such case file"):
+        load_case(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = [")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_case(bad)
+
+
+def test_overrides(tmp_path):
+    p = tmp_path / "c.toml"
+    p.write_text('name = "x"\n[train]\nepochs = 5\n')
+    case = load_case(p, {"train.epochs": 7, "output": "elsewhere"})
+    assert case.train.epochs == 7 and case.output == "elsewhere"
+
+
+def test_case_is_frozen():
+    case = parse_case({})
+    with pytest.raises(Exception):
+        case.name = "other"
