@@ -69,6 +69,8 @@ def compact(model: nn.Sequential) -> nn.Sequential:
             keep = ~dead
             if not keep.any():  # keep one disconnected neuron so the chain stays valid
                 keep[0] = True
+                # cutting its weights can kill neurons of the neighbouring layers: sweep again
+                changed = changed or bool(w_in[0].any()) or bool(w_out[:, 0].any())
                 w_in[0] = 0
                 w_out[:, 0] = 0
                 if b_in is not None:

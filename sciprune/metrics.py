@@ -6,6 +6,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from .errors import SciPruneError
+
 __all__ = ["mse", "rel_l2", "nrmse_field", "cross_entropy", "accuracy", "loss_fn"]
 
 
@@ -47,4 +49,4 @@ def loss_fn(name: str):
         return F.mse_loss
     if name == "cross_entropy":
         return F.cross_entropy
-    raise ValueError(f"loss must be 'mse' or 'cross_entropy', got {name!r}")
+    raise SciPruneError(f"loss must be 'mse' or 'cross_entropy', got {name!r}")

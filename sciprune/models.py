@@ -7,6 +7,7 @@ saving) works on it. Linear layers are named ``linear0 ... linearL`` and activat
 
 from __future__ import annotations
 
+import contextlib
 from collections import OrderedDict
 from typing import Sequence
 
@@ -68,7 +69,9 @@ class MLP(nn.Sequential):
         if any(s < 1 for s in sizes):
             raise SciPruneError(f"layer sizes must be positive integers, got {sizes}")
         layers: OrderedDict[str, nn.Module] = OrderedDict()
-        with torch.random.fork_rng(devices=[]):
+        # A seed initialises from a private fork of the RNG (global state untouched); without one the
+        # global RNG is used and advanced, as nn.Linear does, so unseeded models differ.
+        with torch.random.fork_rng(devices=[]) if seed is not None else contextlib.nullcontext():
             if seed is not None:
                 torch.manual_seed(int(seed))
             for i, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):

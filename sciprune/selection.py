@@ -38,9 +38,10 @@ def n_to_prune(ratio: float, n: int) -> int:
 
 def _select_pool(score: torch.Tensor, alive: torch.Tensor, k: int) -> torch.Tensor:
     """Keep-mask over a flat pool: prune the ``k`` lowest scores among dead-first ordering."""
-    s = score.detach().to(torch.float64).clone()
-    s[~alive] = -math.inf
+    s = score.detach().to(torch.float64)
     order = torch.sort(s, stable=True).indices
+    # Dead weights first, whatever their score (a live score of -inf must not push a dead one out).
+    order = order[torch.sort((alive[order]).to(torch.int8), stable=True).indices]
     keep = torch.ones_like(alive)
     k = max(k, int((~alive).sum()))
     keep[order[:k]] = False

@@ -61,8 +61,14 @@ class TrainConfig:
             raise SciPruneError(f"epochs must be >= 0, got {self.epochs!r}")
         if self.batch_size is not None and int(self.batch_size) < 1:
             raise SciPruneError(f"batch_size must be a positive integer or None, got {self.batch_size!r}")
-        if self.weight_decay < 0:
-            raise SciPruneError(f"weight_decay must be >= 0, got {self.weight_decay!r}")
+        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
+            raise SciPruneError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
+        if not (self.momentum >= 0 and math.isfinite(self.momentum)):
+            raise SciPruneError(f"momentum must be a finite number >= 0, got {self.momentum!r}")
+        if int(self.step_size) < 1:
+            raise SciPruneError(f"step_size must be a positive integer (epochs), got {self.step_size!r}")
+        if not (0 < self.gamma < 1):
+            raise SciPruneError(f"gamma must be a decay factor in (0, 1), got {self.gamma!r}")
         if self.patience is not None and int(self.patience) < 1:
             raise SciPruneError(f"patience must be a positive integer or None, got {self.patience!r}")
         if int(self.eval_every) < 1:
