@@ -56,7 +56,7 @@ def plot_fields(fields: dict[str, np.ndarray], x: np.ndarray, t: np.ndarray, pat
     """Heat maps of u(x, t), one panel per entry of ``fields`` (each (Nt, Nx)), on one colour scale."""
     plt = _pyplot()
     n = len(fields)
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 3.2), squeeze=False, sharey=True)
+    fig, axes = plt.subplots(1, n, figsize=(2.8 * n + 1.0, 3.2), squeeze=False, sharey=True, layout="constrained")
     values = list(fields.values())
     vmin = min(float(np.min(v)) for v in values)
     vmax = max(float(np.max(v)) for v in values)
@@ -65,7 +65,7 @@ def plot_fields(fields: dict[str, np.ndarray], x: np.ndarray, t: np.ndarray, pat
         ax.set_title(name, fontsize=9)
         ax.set_xlabel("x")
     axes[0][0].set_ylabel("t")
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="u")
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.9, label="u", pad=0.01)
     if title:
         fig.suptitle(title, fontsize=10)
     path = Path(path)

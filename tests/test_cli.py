@@ -92,3 +92,37 @@ def test_train_prune_evaluate_on_digits(tmp_path):
     metrics = json.loads(res.output)
     assert metrics["weight_sparsity"] == pytest.approx(0.5, abs=1e-3)
     assert metrics["test_accuracy"] > 0.5
+
+
+def test_generate_info_train_evaluate_on_pdebench_file(tmp_path):
+    runner = CliRunner()
+    data = tmp_path / "ds.h5"
+    res = runner.invoke(cli, ["generate", "diffusion-sorption", "--out", str(data), "--samples", "2", "--nx", "16",
+                              "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["data", "info", str(data)])
+    assert res.exit_code == 0, res.output
+    assert "groups" in res.output
+    model = tmp_path / "m.sciprune"
+    res = runner.invoke(cli, ["train", "--data", str(data), "--sample", "1", "--noise", "uniform", "--noise-level",
+                              "0.005", "--widths", "8,8", "--epochs", "5", "--lr", "0.01", "--out", str(model)])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["evaluate", str(model)])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads(res.output)
+    assert metrics["weight_sparsity"] == 0.0 and metrics["test_mse"] > 0
+
+
+def test_nan_in_data_is_a_user_error(tmp_path):
+    import h5py
+    import numpy as np
+
+    p = tmp_path / "nan.h5"
+    u = np.ones((5, 4, 1), dtype="f4")
+    u[2, 1, 0] = np.nan
+    with h5py.File(p, "w") as f:
+        g = f.create_group("0000")
+        g["data"] = u
+        g["grid/x"] = np.linspace(0.125, 0.875, 4)
+        g["grid/t"] = np.linspace(0, 1, 5)
+    _user_error(["train", "--data", str(p), "--epochs", "1", "--out", str(tmp_path / "m")], "nan.h5", tmp_path)
