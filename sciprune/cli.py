@@ -7,7 +7,6 @@ code 2, without a traceback. Heavy imports happen inside the commands.
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import click
@@ -163,7 +162,6 @@ def train(data_arg, sample, generate_nx, split, noise_kind, noise_level, model_k
     """Train a dense network and save it as a portable surrogate."""
     from .config import ModelSpec, TrainSpec
     from .pipeline import evaluate, make_model, resolve_device, train_config
-    from .surrogate import save
     from .tasks import build_task, ensure_data
     from .training import fit
 

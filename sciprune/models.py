@@ -37,6 +37,11 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {"tanh": nn.Tanh, "relu": nn.ReLU, "ge
 
 
 def _activation_name(module: nn.Module) -> str | None:
+    """The name under which :func:`build_model` rebuilds ``module`` exactly, or None."""
+    if isinstance(module, Sine) and module.w0 != 1.0:
+        return None
+    if isinstance(module, nn.GELU) and module.approximate != "none":
+        return None
     for name, cls in ACTIVATIONS.items():
         if type(module) is cls:
             return name
@@ -123,7 +128,8 @@ def describe(model: nn.Module) -> dict:
             name = _activation_name(m)
             if name is None:
                 raise SciPruneError(
-                    f"unsupported module {type(m).__name__} in the chain; supported activations: {sorted(ACTIVATIONS)}"
+                    f"unsupported module {m!r} in the chain; supported activations: {sorted(ACTIVATIONS)} "
+                    "with default settings (Sine(w0=1), GELU(approximate='none'))"
                 )
             acts.append(name)
             prev_linear = False

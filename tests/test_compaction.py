@@ -19,14 +19,6 @@ from sciprune.masks import get_masks, prunable_names, set_masks
 from sciprune.models import linear_chain
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a loaded machine OpenMP spin-waits make
-    them tens of times slower; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 ACTS = ["tanh", "relu", "gelu", "sin"]
 ATOL = 1e-12

@@ -17,14 +17,6 @@ from sciprune.masks import enforce, get_masks, mask_grads, mask_pairs, prunable_
 from sciprune.selection import n_to_prune
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a loaded machine OpenMP spin-waits make
-    them tens of times slower; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _model(seed=0, dtype=torch.float64, widths=(12, 10)):

@@ -4,7 +4,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import pytest
 import xarray as xr
 from click.testing import CliRunner
 

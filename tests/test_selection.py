@@ -13,14 +13,6 @@ from sciprune.errors import SciPruneError
 from sciprune.selection import check_ratio, n_to_prune, select
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a loaded machine OpenMP spin-waits make
-    them tens of times slower; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _brute_force(scores, ratio, masks=None):

@@ -21,7 +21,7 @@ import sciprune
 from sciprune import surrogate as sur
 from sciprune.errors import DataFormatError, SciPruneError
 from sciprune.masks import get_masks, set_masks
-from sciprune.models import MLP, Sine
+from sciprune.models import MLP
 from sciprune.scaling import Scaling
 
 IN_S = Scaling([0.5, 10.0], [0.5, 10.0])  # x in [0, 1], t in [0, 20]

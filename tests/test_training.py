@@ -14,14 +14,6 @@ from sciprune.models import ACTIVATIONS, Sine, linear_chain
 from sciprune.training import TrainConfig, evaluate_loss, fit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny models gain nothing from intra-op threads, and on a loaded machine OpenMP spin-waits make
-    them tens of times slower; restore the setting afterwards."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def _regression(n=128, seed=0, dtype=torch.float32):
@@ -339,3 +331,10 @@ def test_unseeded_models_differ_and_follow_the_global_rng():
     torch.manual_seed(0)
     c = sciprune.MLP(3, [10], 2)
     assert torch.equal(a.linear0.weight, c.linear0.weight)
+
+
+@pytest.mark.parametrize("act", [sciprune.models.Sine(30.0), torch.nn.GELU(approximate="tanh")])
+def test_describe_rejects_activations_it_cannot_rebuild(act):
+    chain = torch.nn.Sequential(torch.nn.Linear(2, 4), act, torch.nn.Linear(4, 1))
+    with pytest.raises(SciPruneError, match="unsupported module"):
+        sciprune.describe(chain)
