@@ -143,7 +143,7 @@ def run_case(
             loaded = LoadedTask(task, loaded.grid_inputs, loaded.clean_field, loaded.noisy_field, loaded.x, loaded.t)
             bar.set_postfix_str(f"noise={level:g} seed={seed} dense")
             dense = make_model(case.model, task.in_features, task.out_features, seed, device=device, dtype=dtype)
-            fit(dense, task, train_config(case.train, seed))
+            fit(dense, task, train_config(case.train, seed), progress=_epochs(bar, f"noise={level:g} seed={seed} dense"))
             for m, v in evaluate(dense, loaded).items():
                 data[f"dense_{m}"][i, j] = v
             provenance = _provenance(case, level, seed)
@@ -162,7 +162,8 @@ def run_case(
                                    **case.prune.options.get(method, {}))
                     for m, v in evaluate(model, loaded).items():
                         data[m][i, j, k, r, 0] = v
-                    fit(model, task, train_config(case.finetune, seed))
+                    fit(model, task, train_config(case.finetune, seed),
+                        progress=_epochs(bar, f"noise={level:g} seed={seed} {method} r={ratio:g} fine-tune"))
                     for m, v in evaluate(model, loaded).items():
                         data[m][i, j, k, r, 1] = v
                     data["sparsity"][i, j, k, r, :] = report.achieved
@@ -196,6 +197,15 @@ def run_case(
             x, t, level, seed = field_meta
             plot_fields(fields, x, t, out / "fields.png", title=f"noise {case.noise.kind} {level:g}, seed {seed}")
     return path
+
+
+def _epochs(bar, label: str):
+    """A ``fit`` progress callback that shows the epoch and losses in the run bar's postfix."""
+
+    def progress(epoch: int, total: int, train_loss: float, val_loss: float) -> None:
+        bar.set_postfix_str(f"{label} epoch {epoch}/{total} loss {train_loss:.3g} val {val_loss:.3g}")
+
+    return progress
 
 
 def _provenance(case: Case, level: float, seed: int) -> dict:
