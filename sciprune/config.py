@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .errors import ConfigError
 
 __all__ = [
-    "GenerateSpec", "DataSpec", "NoiseSpec", "ModelSpec", "TrainSpec", "PruneSpec", "Case",
+    "GenerateSpec", "DataSpec", "NoiseSpec", "ModelSpec", "TrainSpec", "PruneSpec", "BaselineSpec", "Case",
     "load_case", "parse_case",
 ]
 
@@ -108,12 +108,30 @@ class TrainSpec(_Frozen):
 
 
 class PruneSpec(_Frozen):
-    """Which methods at which ratios; ``methods = ["all"]`` means every registered method."""
+    """Which methods at which ratios; ``methods = ["all"]`` means every registered method.
+
+    ``compensate``: methods also run with elimination-compensation bias shifts forced on (labelled
+    ``<method>+shift``); ``no_compensate``: compensating methods also run without their shifts
+    (``<method>-noshift``), so a study can separate better ranking from bias correction.
+    ``snapshot_ratio``: the ratio whose fine-tuned networks are drawn in ``fields*.png`` (default:
+    the highest).
+    """
 
     methods: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
     ratios: list[float] = Field(default_factory=lambda: [0.5, 0.8, 0.9], min_length=1)
     scope: Literal["global", "layer"] = "global"
     options: dict[str, dict] = Field(default_factory=dict)
+    compensate: list[str] = Field(default_factory=list)
+    no_compensate: list[str] = Field(default_factory=list)
+    snapshot_ratio: Optional[float] = None
+
+    @property
+    def variants(self) -> list[tuple[str, str, Optional[bool]]]:
+        """(label, method, compensate) for every run of a ratio: plain methods, then the variants."""
+        out = [(m, m, None) for m in self.methods]
+        out += [(f"{m}+shift", m, True) for m in self.compensate]
+        out += [(f"{m}-noshift", m, False) for m in self.no_compensate]
+        return out
 
     @field_validator("ratios")
     @classmethod
@@ -138,10 +156,25 @@ class PruneSpec(_Frozen):
 
     @model_validator(mode="after")
     def _options(self):
-        unknown = [m for m in self.options if m not in self.methods]
+        from .criteria import available
+
+        listed = set(self.methods) | set(self.compensate) | set(self.no_compensate)
+        unknown = [m for m in self.options if m not in listed]
         if unknown:
-            raise ValueError(f"prune.options names method(s) {unknown} that are not in prune.methods")
+            raise ValueError(f"prune.options names method(s) {unknown} that are not run by this case")
+        bad = [m for m in self.compensate + self.no_compensate if m not in available()]
+        if bad:
+            raise ValueError(f"unknown method(s) {bad} in prune.compensate / prune.no_compensate; available: {available()}")
+        if self.snapshot_ratio is not None and self.snapshot_ratio not in self.ratios:
+            raise ValueError(f"prune.snapshot_ratio = {self.snapshot_ratio} is not one of prune.ratios {self.ratios}")
         return self
+
+
+class BaselineSpec(_Frozen):
+    """``scratch = true``: for every ratio, also train from scratch a dense network of the same depth
+    whose widths are scaled so that it has (about) as many weights as the pruned one keeps."""
+
+    scratch: bool = False
 
 
 class Case(_Frozen):
@@ -155,6 +188,8 @@ class Case(_Frozen):
     data: DataSpec = Field(default_factory=lambda: DataSpec(kind="classification"))
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
+    architectures: dict[str, ModelSpec] = Field(default_factory=dict)
+    baseline: BaselineSpec = Field(default_factory=BaselineSpec)
     train: TrainSpec = Field(default_factory=TrainSpec)
     prune: PruneSpec = Field(default_factory=PruneSpec)
     finetune: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=200))
@@ -167,8 +202,15 @@ class Case(_Frozen):
             raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {v!r}")
         return v
 
+    @property
+    def models(self) -> dict[str, ModelSpec]:
+        """The architectures of the study by name: ``[architectures.NAME]`` tables, or ``[model]``."""
+        return dict(self.architectures) if self.architectures else {"model": self.model}
+
     @model_validator(mode="after")
     def _check(self):
+        if self.architectures and "model" in self.model_fields_set:
+            raise ValueError("give either [model] or [architectures.NAME] tables, not both")
         if self.data.kind == "classification" and self.noise.levels != [0.0] and self.noise.kind != "none":
             raise ValueError("noise applies to regression targets only; for classification use noise.levels = [0.0]")
         return self

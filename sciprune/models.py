@@ -11,12 +11,13 @@ import contextlib
 from collections import OrderedDict
 from typing import Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
 from .errors import SciPruneError
 
-__all__ = ["Sine", "ACTIVATIONS", "MLP", "lenet_300_100", "build_model", "describe", "linear_chain"]
+__all__ = ["Sine", "ACTIVATIONS", "MLP", "lenet_300_100", "build_model", "describe", "linear_chain", "n_weights", "scaled_widths"]
 
 
 class Sine(nn.Module):
@@ -154,3 +155,29 @@ def build_model(spec: dict, *, seed: int | None = None) -> MLP:
     if len(sizes) < 2:
         raise SciPruneError(f"model sizes need at least input and output, got {sizes}")
     return MLP(sizes[0], sizes[1:-1], sizes[-1], spec.get("activation", "tanh"), seed=seed)
+
+
+def n_weights(sizes: Sequence[int]) -> int:
+    """Number of Linear weights (biases excluded) of a chain with layer ``sizes``."""
+    return sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+
+
+def scaled_widths(in_features: int, widths: Sequence[int], out_features: int, target: int) -> list[int]:
+    """Hidden widths ``round(s * w)`` (at least 1) with as close to ``target`` weights as possible.
+
+    Used for the baseline "dense network with as many weights as the pruned one, trained from scratch":
+    the weight count is quadratic in the common factor ``s``, solved in closed form then rounded.
+    """
+    if not widths:
+        return []
+    w = np.asarray(widths, dtype=np.float64)
+    a = float(np.sum(w[:-1] * w[1:]))
+    b = float(in_features * w[0] + w[-1] * out_features)
+    s = (-b + np.sqrt(b * b + 4 * a * target)) / (2 * a) if a > 0 else target / b
+    best = None
+    for scale in (s * 0.97, s, s * 1.03):
+        cand = [max(1, int(round(scale * x))) for x in widths]
+        err = abs(n_weights([in_features, *cand, out_features]) - target)
+        if best is None or err < best[0]:
+            best = (err, cand)
+    return best[1]

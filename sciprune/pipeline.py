@@ -97,8 +97,14 @@ def evaluate(model, loaded: LoadedTask) -> dict[str, float]:
     }
 
 
-def _empty(shape, dims, coords) -> xr.DataArray:
-    return xr.DataArray(np.full(shape, np.nan), dims=dims, coords={d: coords[d] for d in dims})
+def case_hash(case: Case) -> str:
+    """Hash of everything in a case that changes results (not the output folder or the device)."""
+    import hashlib
+
+    d = json.loads(case.model_dump_json())
+    for key in ("output", "device", "save_models", "name"):
+        d.pop(key, None)
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def run_case(
@@ -108,10 +114,15 @@ def run_case(
     echo: Callable[[str], None] = print,
     show_progress: bool = True,
 ) -> Path:
-    """Run ``case`` and write ``<output>/results.nc``, figures and surrogates; return the results path."""
+    """Run ``case`` and write ``<output>/results.nc``, figures and surrogates; return the results path.
+
+    The study is cut into blocks, one per (architecture, noise level, seed); each finished block is
+    written atomically to ``<output>/blocks/`` and skipped when the run is started again with the
+    same case, so an interrupted study resumes without redoing finished blocks.
+    """
     from tqdm.auto import tqdm
 
-    from .plots import plot_fields, plot_loss_vs_ratio
+    from .results import read_dataset
 
     device = resolve_device(case.device)
     dtype = getattr(torch, case.dtype)
@@ -121,82 +132,150 @@ def run_case(
         echo(f"generated {case.data.file}")
 
     levels = case.noise.levels if case.data.kind == "pdebench" else [0.0]
-    methods, ratios, seeds = case.prune.methods, case.prune.ratios, case.seeds
-    metrics = REGRESSION_METRICS if case.data.kind == "pdebench" else CLASSIFICATION_METRICS
-    coords = {"noise": levels, "seed": seeds, "method": methods, "ratio": ratios, "stage": list(STAGES)}
-    dims = ("noise", "seed", "method", "ratio", "stage")
-    shape = tuple(len(coords[d]) for d in dims)
-    data = {m: _empty(shape, dims, coords) for m in metrics}
-    data["sparsity"] = _empty(shape, dims, coords)
-    for m in metrics:
-        data[f"dense_{m}"] = _empty(shape[:2], dims[:2], coords)
-    fields: dict[str, np.ndarray] = {}
-    field_meta = None
-
-    total = len(levels) * len(seeds) * (1 + len(methods) * len(ratios))
-    bar = tqdm(total=total, desc=case.name, unit="run", disable=not show_progress, dynamic_ncols=True)
+    archs, seeds, ratios = case.models, case.seeds, case.prune.ratios
+    per_block = 1 + len(case.prune.variants) * len(ratios) + (len(ratios) if case.baseline.scratch else 0)
+    blocks = [(a, lvl, s) for a in archs for lvl in levels for s in seeds]
+    digest = case_hash(case)
+    bar = tqdm(total=len(blocks) * per_block, desc=case.name, unit="run", disable=not show_progress, dynamic_ncols=True)
     t0 = time.perf_counter()
-    for i, level in enumerate(levels):
-        for j, seed in enumerate(seeds):
-            loaded = build_task(case.data, noise_kind=case.noise.kind, noise_level=level, seed=seed, dtype=dtype)
-            task = loaded.task.to(device, dtype)
-            loaded = LoadedTask(task, loaded.grid_inputs, loaded.clean_field, loaded.noisy_field, loaded.x, loaded.t)
-            bar.set_postfix_str(f"noise={level:g} seed={seed} dense")
-            dense = make_model(case.model, task.in_features, task.out_features, seed, device=device, dtype=dtype)
-            fit(dense, task, train_config(case.train, seed), progress=_epochs(bar, f"noise={level:g} seed={seed} dense"))
-            for m, v in evaluate(dense, loaded).items():
-                data[f"dense_{m}"][i, j] = v
-            provenance = _provenance(case, level, seed)
-            snapshot = case.data.kind == "pdebench" and j == 0 and i == len(levels) - 1
-            if snapshot:
-                fields = {"clean data": loaded.clean_field, "noisy data": loaded.noisy_field, "dense": predict_field(dense, loaded)}
-                field_meta = (loaded.x, loaded.t, level, seed)
-            if case.save_models and j == 0:
-                _save(dense, out / "models" / f"dense_noise{level:g}_seed{seed}.sciprune", task, provenance)
-            bar.update(1)
-            for k, method in enumerate(methods):
-                for r, ratio in enumerate(ratios):
-                    bar.set_postfix_str(f"noise={level:g} seed={seed} {method} r={ratio:g}")
-                    model = copy.deepcopy(dense)
-                    report = prune(model, method, ratio, task, scope=case.prune.scope, seed=seed,
-                                   **case.prune.options.get(method, {}))
-                    for m, v in evaluate(model, loaded).items():
-                        data[m][i, j, k, r, 0] = v
-                    fit(model, task, train_config(case.finetune, seed),
-                        progress=_epochs(bar, f"noise={level:g} seed={seed} {method} r={ratio:g} fine-tune"))
-                    for m, v in evaluate(model, loaded).items():
-                        data[m][i, j, k, r, 1] = v
-                    data["sparsity"][i, j, k, r, :] = report.achieved
-                    if r == len(ratios) - 1:
-                        if snapshot:
-                            fields[f"{method} r={ratio:g} fine-tuned"] = predict_field(model, loaded)
-                        if case.save_models and j == 0:
-                            prov = dict(provenance, method=method, ratio=ratio, scope=case.prune.scope)
-                            _save(model, out / "models" / f"{method}_r{ratio:g}_noise{level:g}_seed{seed}.sciprune", task, prov)
-                    bar.update(1)
+    parts = []
+    for arch, level, seed in blocks:
+        path = out / "blocks" / f"{arch}__noise{level:g}__seed{seed}.nc"
+        if path.exists():
+            done = read_dataset(path)
+            if done.attrs.get("case_hash") == digest:
+                parts.append(done)
+                bar.update(per_block)
+                continue
+            echo(f"{path} was made by a different case; recomputing it")
+        snapshot = case.data.kind == "pdebench" and seed == seeds[0] and level == levels[-1]
+        ds = _run_block(case, arch, level, seed, device=device, dtype=dtype, bar=bar, out=out, snapshot=snapshot)
+        ds.attrs["case_hash"] = digest
+        write_dataset(ds, path)
+        parts.append(ds)
     bar.close()
 
-    ds = xr.Dataset(data)
+    field_parts = {p["arch"].item(): p for p in parts if "field" in p}
+    ds = xr.combine_by_coords([p.drop_vars(["field", "panel", "x", "t"], errors="ignore") for p in parts],
+                              combine_attrs="drop")
     ds.attrs.update(
-        case=json.loads(case.model_dump_json()), case_file=str(case_path) if case_path else "",
+        case=json.loads(case.model_dump_json()), case_file=str(case_path) if case_path else "", case_hash=digest,
         task="regression" if case.data.kind == "pdebench" else "classification",
         units="errors in the physical units of u" if case.data.kind == "pdebench" else "cross-entropy (nats), accuracy (fraction)",
-        versions=versions(),
-        wall_time_s=round(time.perf_counter() - t0, 3), device=str(device),
+        versions=versions(), wall_time_s=round(time.perf_counter() - t0, 3), device=str(device),
     )
     if case.data.kind == "pdebench" and Path(case.data.file).exists():
         from .results import file_sha256
 
         ds.attrs["data_sha256"] = file_sha256(case.data.file)
     path = write_dataset(ds, out / "results.nc")
-    main_metric = "test_mse" if case.data.kind == "pdebench" else "test_accuracy"
-    plot_loss_vs_ratio(ds, out / f"{main_metric}_vs_ratio.png", metric=main_metric)
-    if case.data.kind == "pdebench":
-        plot_loss_vs_ratio(ds, out / "test_mse_clean_vs_ratio.png", metric="test_mse_clean")
-        if fields:
-            x, t, level, seed = field_meta
-            plot_fields(fields, x, t, out / "fields.png", title=f"noise {case.noise.kind} {level:g}, seed {seed}")
+    _figures(case, ds, field_parts, out)
     return path
+
+
+def _figures(case: Case, ds: xr.Dataset, field_parts: dict, out: Path) -> None:
+    from .plots import plot_fields, plot_loss_vs_ratio
+
+    metrics = ["test_mse", "test_mse_clean"] if case.data.kind == "pdebench" else ["test_accuracy", "test_loss"]
+    single = len(ds["arch"]) == 1
+    for arch in ds["arch"].values:
+        suffix = "" if single else f"_{arch}"
+        sub = ds.sel({"arch": arch})
+        for metric in metrics:
+            plot_loss_vs_ratio(sub, out / f"{metric}_vs_ratio{suffix}.png", metric=metric,
+                               title=None if single else f"architecture {arch}")
+        part = field_parts.get(arch)
+        if part is not None:
+            f = part["field"]
+            fields = {str(name): f.sel({"panel": name}).values for name in f["panel"].values}
+            plot_fields(fields, f["x"].values, f["t"].values, out / f"fields{suffix}.png",
+                        title=f"{arch}: noise {case.noise.kind} {part['noise'].item():g}, seed {part['seed'].item()}")
+
+
+def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype, bar, out: Path, snapshot: bool) -> xr.Dataset:
+    """One architecture, noise level and seed: dense training, every method x ratio, baselines."""
+    spec = case.models[arch]
+    variants, ratios = case.prune.variants, case.prune.ratios
+    labels = [v[0] for v in variants]
+    metrics = REGRESSION_METRICS if case.data.kind == "pdebench" else CLASSIFICATION_METRICS
+    where = f"{arch} noise={level:g} seed={seed}"
+
+    loaded = build_task(case.data, noise_kind=case.noise.kind, noise_level=level, seed=seed, dtype=dtype)
+    task = loaded.task.to(device, dtype)
+    loaded = LoadedTask(task, loaded.grid_inputs, loaded.clean_field, loaded.noisy_field, loaded.x, loaded.t)
+    dense = make_model(spec, task.in_features, task.out_features, seed, device=device, dtype=dtype)
+    fit(dense, task, train_config(case.train, seed), progress=_epochs(bar, f"{where} dense"))
+    provenance = dict(_provenance(case, level, seed), architecture=arch)
+    models_dir = out / "models"
+    tag = f"{arch}_noise{level:g}_seed{seed}"
+    if case.save_models and seed == case.seeds[0]:
+        _save(dense, models_dir / f"dense_{tag}.sciprune", task, provenance)
+    bar.update(1)
+
+    res = {m: np.full((len(labels), len(ratios), len(STAGES)), np.nan) for m in metrics}
+    res["sparsity"] = np.full((len(labels), len(ratios)), np.nan)
+    snap_ratio = case.prune.snapshot_ratio if case.prune.snapshot_ratio is not None else ratios[-1]
+    fields = {}
+    if snapshot:
+        fields = {"clean data": loaded.clean_field, "noisy data": loaded.noisy_field, "dense": predict_field(dense, loaded)}
+    for k, (label, method, compensate) in enumerate(variants):
+        for r, ratio in enumerate(ratios):
+            bar.set_postfix_str(f"{where} {label} r={ratio:g}")
+            model = copy.deepcopy(dense)
+            extra = {} if compensate is None else {"compensate": compensate}
+            report = prune(model, method, ratio, task, scope=case.prune.scope, seed=seed,
+                           **extra, **case.prune.options.get(method, {}))
+            for m, v in evaluate(model, loaded).items():
+                res[m][k, r, 0] = v
+            fit(model, task, train_config(case.finetune, seed), progress=_epochs(bar, f"{where} {label} r={ratio:g} fine-tune"))
+            for m, v in evaluate(model, loaded).items():
+                res[m][k, r, 1] = v
+            res["sparsity"][k, r] = report.achieved
+            if snapshot and ratio == snap_ratio:
+                fields[f"{label} r={ratio:g} fine-tuned"] = predict_field(model, loaded)
+            if case.save_models and seed == case.seeds[0] and r == len(ratios) - 1:
+                prov = dict(provenance, method=method, ratio=ratio, scope=case.prune.scope, compensate=compensate)
+                _save(model, models_dir / f"{label}_r{ratio:g}_{tag}.sciprune", task, prov)
+            bar.update(1)
+
+    coords = {"arch": [arch], "noise": [level], "seed": [seed], "method": labels, "ratio": ratios, "stage": list(STAGES)}
+    lead = ("arch", "noise", "seed")
+    data = {m: (lead + ("method", "ratio", "stage"), v[None, None, None]) for m, v in res.items() if m != "sparsity"}
+    data["sparsity"] = (lead + ("method", "ratio"), res["sparsity"][None, None, None])
+    for m, v in evaluate(dense, loaded).items():
+        data[f"dense_{m}"] = (lead, np.full((1, 1, 1), v))
+    data["dense_weights"] = (lead, np.full((1, 1, 1), sum(p.numel() for n, p in dense.named_parameters() if n.endswith("weight"))))
+    if case.baseline.scratch:
+        data.update(_scratch(case, dense, task, loaded, ratios, seed, device, dtype, bar, where, lead))
+    ds = xr.Dataset(data, coords=coords)
+    if fields:
+        ds["field"] = xr.DataArray(np.stack(list(fields.values())), dims=("panel", "t", "x"),
+                                   coords={"panel": list(fields), "t": loaded.t, "x": loaded.x})
+    return ds
+
+
+def _scratch(case, dense, task, loaded, ratios, seed, device, dtype, bar, where, lead) -> dict:
+    """Dense networks with as many weights as each pruned one keeps, trained from scratch."""
+    from .models import describe, n_weights, scaled_widths
+
+    arch = describe(dense)
+    base_widths, total = arch["sizes"][1:-1], n_weights(arch["sizes"])
+    metrics = REGRESSION_METRICS if case.data.kind == "pdebench" else CLASSIFICATION_METRICS
+    out = {m: np.full(len(ratios), np.nan) for m in metrics}
+    weights = np.zeros(len(ratios))
+    for r, ratio in enumerate(ratios):
+        bar.set_postfix_str(f"{where} scratch r={ratio:g}")
+        widths = scaled_widths(task.in_features, base_widths, task.out_features, round((1 - ratio) * total))
+        small_spec = ModelSpec(kind="mlp", widths=widths, activation=arch["activation"])
+        model = make_model(small_spec, task.in_features, task.out_features, seed, device=device, dtype=dtype)
+        fit(model, task, train_config(case.train, seed), progress=_epochs(bar, f"{where} scratch r={ratio:g}"))
+        for m, v in evaluate(model, loaded).items():
+            out[m][r] = v
+        weights[r] = n_weights([task.in_features, *widths, task.out_features])
+        bar.update(1)
+    data = {f"scratch_{m}": (lead + ("ratio",), v[None, None, None]) for m, v in out.items()}
+    data["scratch_weights"] = (lead + ("ratio",), weights[None, None, None])
+    return data
 
 
 def _epochs(bar, label: str):

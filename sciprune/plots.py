@@ -19,33 +19,41 @@ def _pyplot():
     return plt
 
 
-def plot_loss_vs_ratio(ds: xr.Dataset, path: str | Path, *, metric: str = "test_mse") -> Path:
-    """One panel per noise level: ``metric`` against ratio for every method; dashed = just pruned,
-    solid = fine-tuned; line = mean over seeds, band = min..max over seeds; grey line = dense."""
+def plot_loss_vs_ratio(ds: xr.Dataset, path: str | Path, *, metric: str = "test_mse", title: str | None = None) -> Path:
+    """``metric`` against pruning ratio for every method: one column per noise level, one row per
+    stage (just pruned, fine-tuned). Line = mean over seeds, band = min..max over seeds; grey line =
+    the dense network; black dotted = dense networks of equal weight count trained from scratch."""
     plt = _pyplot()
     levels = ds["noise"].values
-    fig, axes = plt.subplots(1, len(levels), figsize=(5 * len(levels), 4), squeeze=False, sharey=False)
+    stages = list(ds["stage"].values)
+    fig, axes = plt.subplots(len(stages), len(levels), figsize=(5 * len(levels), 3.6 * len(stages)),
+                             squeeze=False, sharex=True, layout="constrained")
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ["-", "--", "-.", ":"]
     ratios = ds["ratio"].values
-    for ax, level in zip(axes[0], levels):
-        for k, method in enumerate(ds["method"].values):
-            c = colors[k % len(colors)]
-            for stage, style in (("pruned", "--"), ("finetuned", "-")):
+    for col, level in enumerate(levels):
+        for row, stage in enumerate(stages):
+            ax = axes[row][col]
+            for k, method in enumerate(ds["method"].values):
+                c = colors[k % len(colors)]
                 v = ds[metric].sel({"noise": level, "method": method, "stage": stage})
-                mean, lo, hi = v.mean("seed"), v.min("seed"), v.max("seed")
-                label = f"{method} ({'fine-tuned' if stage == 'finetuned' else 'pruned'})"
-                ax.plot(ratios, mean, style, color=c, marker="o", ms=3, label=label)
-                ax.fill_between(ratios, lo, hi, color=c, alpha=0.15, lw=0)
-        dense = ds[f"dense_{metric}"].sel({"noise": level})
-        ax.axhline(float(dense.mean()), color="0.4", lw=1, label="dense")
-        ax.set_title(f"noise level {level:g}")
-        ax.set_xlabel("pruning ratio (fraction of weights removed)")
-        ax.set_ylabel(metric)
-        if "accuracy" not in metric:
-            ax.set_yscale("log")
-        ax.grid(alpha=0.3)
+                ax.plot(ratios, v.mean("seed"), styles[(k // len(colors)) % len(styles)], color=c, marker="o",
+                        ms=3, label=str(method))
+                ax.fill_between(ratios, v.min("seed"), v.max("seed"), color=c, alpha=0.15, lw=0)
+            ax.axhline(float(ds[f"dense_{metric}"].sel({"noise": level}).mean()), color="0.4", lw=1, label="dense")
+            if f"scratch_{metric}" in ds:
+                ax.plot(ratios, ds[f"scratch_{metric}"].sel({"noise": level}).mean("seed"), ":", color="k",
+                        marker="x", ms=4, label="dense, same weights, from scratch")
+            ax.set_title(f"noise {level:g}, {'fine-tuned' if stage == 'finetuned' else 'just pruned'}", fontsize=10)
+            if row == len(stages) - 1:
+                ax.set_xlabel("pruning ratio (fraction of weights removed)")
+            ax.set_ylabel(metric)
+            if "accuracy" not in metric:
+                ax.set_yscale("log")
+            ax.grid(alpha=0.3)
     axes[0][-1].legend(fontsize=7, loc="best")
-    fig.tight_layout()
+    if title:
+        fig.suptitle(title)
     path = Path(path)
     fig.savefig(path, dpi=120)
     plt.close(fig)

@@ -170,6 +170,36 @@ def test_prune_with_every_method_reaches_the_ratio(method):
     assert sciprune.sparsity(model)["weights"]["zeros"] >= rep.pruned
 
 
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_bias_shifts_are_keyed_and_shaped_like_the_scores(method, dtype):
+    """Compensating criteria (``ec``, ``ec-exact``) return one shift per scored weight."""
+    model = _model(dtype)
+    res = sciprune.pruning.score_result(model, method, _tensors(dtype), seed=2, names=["linear0.weight", "linear2.weight"])
+    if res.bias_shifts is None:
+        return
+    assert set(res.bias_shifts) == set(res.scores)
+    for n, t in res.bias_shifts.items():
+        assert t.shape == res.scores[n].shape and t.is_floating_point() and not t.requires_grad, n
+        assert bool(torch.isfinite(t).all()), n
+
+
+@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("compensate", [None, True, False])
+def test_prune_compensate_modes(method, compensate):
+    """``compensate=None`` keeps the criterion's own shifts, True forces EC shifts, False none."""
+    model = _model(torch.float64)
+    data = _tensors(torch.float64)
+    own = sciprune.pruning.score_result(model, method, data, seed=1).bias_shifts is not None
+    biases = {n: p.detach().clone() for n, p in model.named_parameters() if n.endswith("bias")}
+    rep = sciprune.prune(model, method, 0.5, data, compensate=compensate, seed=1)
+    expect = own if compensate is None else compensate
+    assert rep.compensated is expect
+    assert rep.pruned == math.floor(0.5 * rep.total + 0.5)
+    changed = any(not torch.equal(p, biases[n]) for n, p in model.named_parameters() if n.endswith("bias"))
+    assert changed is expect
+
+
 def test_unknown_method_lists_available():
     with pytest.raises(SciPruneError) as err:
         sciprune.scores(_model(), "no-such-method")
