@@ -171,11 +171,8 @@ def train(data_arg, sample, generate_nx, split, noise_kind, noise_level, model_k
                        schedule=schedule, patience=patience)
     dev = resolve_device(device)
     ensure_data(spec)
-    loaded = build_task(spec, noise_kind=noise_kind, noise_level=noise_level, seed=seed)
-    task = loaded.task.to(dev)
-    from .tasks import LoadedTask
-
-    loaded = LoadedTask(task, loaded.grid_inputs, loaded.clean_field, loaded.noisy_field, loaded.x, loaded.t)
+    loaded = build_task(spec, noise_kind=noise_kind, noise_level=noise_level, seed=seed).to(dev)
+    task = loaded.task
     model = make_model(mspec, task.in_features, task.out_features, seed, device=dev, dtype=torch_float())
     hist = fit(model, task, train_config(tspec, seed), progress=_epoch_progress(epochs))
     prov = {"data": spec.model_dump(), "noise": {"kind": noise_kind if noise_level else "none", "level": noise_level},
@@ -207,16 +204,14 @@ def _epoch_progress(epochs: int):
 
 
 def _save_model(model, out, task, provenance) -> None:
-    from .surrogate import save
+    from .pipeline import save_surrogate
 
-    reg = task.task == "regression"
-    save(model, out, input_scaling=task.input_scaling, output_scaling=task.output_scaling, task=task.task,
-         provenance=provenance, input_names=["x", "t"] if reg else None, output_names=["u"] if reg else None)
+    save_surrogate(model, Path(out), task, provenance)
 
 
 def _reload_task(surrogate, device):
     from .config import DataSpec
-    from .tasks import LoadedTask, build_task
+    from .tasks import build_task
 
     prov = surrogate.metadata.get("provenance", {})
     if "data" not in prov:
@@ -224,8 +219,7 @@ def _reload_task(surrogate, device):
     spec = _validated(DataSpec, **prov["data"])
     noise = prov.get("noise", {"kind": "none", "level": 0.0})
     loaded = build_task(spec, noise_kind=noise["kind"], noise_level=noise["level"], seed=int(prov.get("seed", 0)))
-    task = loaded.task.to(device)
-    return LoadedTask(task, loaded.grid_inputs, loaded.clean_field, loaded.noisy_field, loaded.x, loaded.t), prov
+    return loaded.to(device), prov
 
 
 @cli.command("prune")

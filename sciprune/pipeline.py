@@ -200,16 +200,15 @@ def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype,
     metrics = REGRESSION_METRICS if case.data.kind == "pdebench" else CLASSIFICATION_METRICS
     where = f"{arch} noise={level:g} seed={seed}"
 
-    loaded = build_task(case.data, noise_kind=case.noise.kind, noise_level=level, seed=seed, dtype=dtype)
-    task = loaded.task.to(device, dtype)
-    loaded = LoadedTask(task, loaded.grid_inputs, loaded.clean_field, loaded.noisy_field, loaded.x, loaded.t)
+    loaded = build_task(case.data, noise_kind=case.noise.kind, noise_level=level, seed=seed, dtype=dtype).to(device, dtype)
+    task = loaded.task
     dense = make_model(spec, task.in_features, task.out_features, seed, device=device, dtype=dtype)
     fit(dense, task, train_config(case.train, seed), progress=_epochs(bar, f"{where} dense"))
     provenance = dict(_provenance(case, level, seed), architecture=arch)
     models_dir = out / "models"
     tag = f"{arch}_noise{level:g}_seed{seed}"
     if case.save_models and seed == case.seeds[0]:
-        _save(dense, models_dir / f"dense_{tag}.sciprune", task, provenance)
+        save_surrogate(dense, models_dir / f"dense_{tag}.sciprune", task, provenance)
     bar.update(1)
 
     res = {m: np.full((len(labels), len(ratios), len(STAGES)), np.nan) for m in metrics}
@@ -235,7 +234,7 @@ def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype,
                 fields[f"{label} r={ratio:g} fine-tuned"] = predict_field(model, loaded)
             if case.save_models and seed == case.seeds[0] and r == len(ratios) - 1:
                 prov = dict(provenance, method=method, ratio=ratio, scope=case.prune.scope, compensate=compensate)
-                _save(model, models_dir / f"{label}_r{ratio:g}_{tag}.sciprune", task, prov)
+                save_surrogate(model, models_dir / f"{label}_r{ratio:g}_{tag}.sciprune", task, prov)
             bar.update(1)
 
     coords = {"arch": [arch], "noise": [level], "seed": [seed], "method": labels, "ratio": ratios, "stage": list(STAGES)}
@@ -297,7 +296,8 @@ def _provenance(case: Case, level: float, seed: int) -> dict:
     }
 
 
-def _save(model, path: Path, task, provenance: dict) -> None:
+def save_surrogate(model, path: Path, task, provenance: dict) -> None:
+    """Save ``model`` as a portable surrogate with the task's scaling, names and ``provenance``."""
     from .surrogate import save
 
     names_in = ["x", "t"] if task.task == "regression" else None

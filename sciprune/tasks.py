@@ -6,7 +6,7 @@ A saved model records the specification (``provenance["data"]``) so that ``scipr
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +33,10 @@ class LoadedTask:
     noisy_field: np.ndarray | None = None
     x: np.ndarray | None = None
     t: np.ndarray | None = None
+
+    def to(self, device=None, dtype: torch.dtype | None = None) -> "LoadedTask":
+        """The same, with the task's tensors on ``device`` (and floats in ``dtype``)."""
+        return replace(self, task=self.task.to(device, dtype))
 
 
 def ensure_data(spec: DataSpec, *, progress: Callable[[int, int], None] | None = None) -> bool:
