@@ -4,7 +4,7 @@ from .compaction import compact
 from .criteria import available as methods
 from .masks import MaskedStep, get_masks, set_masks, sparsity
 from .models import MLP, build_model, describe, lenet_300_100
-from .pruning import PruneReport, prune, scores
+from .pruning import PrunePlan, PruneReport, apply_plan, plan, prune, scores
 from .surrogate import Surrogate, load, save
 from .training import History, TrainConfig, fit
 
@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MLP", "lenet_300_100", "build_model", "describe",
-    "scores", "prune", "PruneReport", "methods",
+    "scores", "prune", "PruneReport", "plan", "apply_plan", "PrunePlan", "methods",
     "get_masks", "set_masks", "sparsity", "MaskedStep", "compact",
     "fit", "TrainConfig", "History",
     "Surrogate", "load", "save",

@@ -227,12 +227,15 @@ def _reload_task(surrogate, device):
 @click.option("--method", required=True, help="Pruning criterion (see 'sciprune methods').")
 @click.option("--ratio", required=True, type=float, help="Fraction of weights removed, in [0, 1).")
 @click.option("--scope", default="global", show_default=True, type=click.Choice(["global", "layer"]))
+@click.option("--compensate/--no-compensate", default=None,
+              help="Shift biases by elimination-compensation for any method (--compensate) or for none, "
+                   "not even ec (--no-compensate). Default: the method's own.")
 @click.option("--finetune-epochs", default=0, show_default=True, type=int)
 @click.option("--lr", default=1e-3, show_default=True, type=float, help="Fine-tuning learning rate.")
 @click.option("--seed", default=None, type=int, help="Seed of the criterion (default: the model's).")
 @click.option("--device", default="cpu", show_default=True)
 @click.option("--out", "out", required=True, type=click.Path(), help="Directory of the pruned model.")
-def prune_cmd(model_path, method, ratio, scope, finetune_epochs, lr, seed, device, out) -> None:
+def prune_cmd(model_path, method, ratio, scope, compensate, finetune_epochs, lr, seed, device, out) -> None:
     """Prune a saved model on the data it was trained on, optionally fine-tune, and save it."""
     from .config import TrainSpec
     from .pipeline import evaluate, resolve_device, train_config
@@ -250,17 +253,18 @@ def prune_cmd(model_path, method, ratio, scope, finetune_epochs, lr, seed, devic
     loaded, prov = _reload_task(sur, dev)
     model = sur.model
     seed = int(prov.get("seed", 0)) if seed is None else seed
-    report = prune(model, method, ratio, loaded.task, scope=scope, seed=seed)
+    report = prune(model, method, ratio, loaded.task, scope=scope, seed=seed, compensate=compensate)
     metrics = {"pruned": evaluate(model, loaded)}
     if finetune_epochs:
         tspec = _validated(TrainSpec, epochs=finetune_epochs, lr=lr)
         fit(model, loaded.task, train_config(tspec, seed), progress=_epoch_progress(finetune_epochs))
         metrics["finetuned"] = evaluate(model, loaded)
     history = list(prov.get("pruning", [])) + [{"method": method, "ratio": ratio, "scope": scope, "seed": seed,
+                                                 "compensated": report.compensated,
                                                  "finetune_epochs": finetune_epochs, "source": str(model_path)}]
     prov = dict(prov, method=method, ratio=ratio, pruning=history)
     _save_model(model, out, loaded.task, prov)
-    click.echo(json.dumps({"achieved_sparsity": report.achieved, **metrics}, indent=1))
+    click.echo(json.dumps({"achieved_sparsity": report.achieved, "compensated": report.compensated, **metrics}, indent=1))
     click.echo(f"wrote {out}")
 
 

@@ -17,9 +17,9 @@ from . import criteria as _criteria
 from .batches import as_batches
 from .errors import SciPruneError
 from .masks import get_masks, prunable_names, set_masks, sparsity
-from .selection import check_ratio, select
+from .selection import SCOPES, check_ratio, select
 
-__all__ = ["scores", "score_result", "prune", "PruneReport"]
+__all__ = ["scores", "score_result", "prune", "PruneReport", "PrunePlan", "plan", "apply_plan", "ec_shifts"]
 
 
 def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
@@ -117,6 +117,76 @@ def _apply_bias_shifts(model: nn.Module, shifts: dict[str, torch.Tensor], remove
         bias.add_((shift.to(torch.float64) * gone.to(torch.float64)).sum(dim=1).to(bias.dtype))
 
 
+@dataclass(frozen=True)
+class PrunePlan:
+    """Scores and bias shifts of one criterion on one (dense) model, ready to prune at any ratio.
+
+    Made once by :func:`plan` and applied by :func:`apply_plan` to the model or to copies of it, so a
+    study that prunes one trained network at many ratios scores it once (``ec-exact`` costs one
+    forward pass per weight). ``shifts`` is None when no compensation is applied.
+    """
+
+    method: str
+    scores: dict[str, torch.Tensor] = field(repr=False)
+    shifts: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+
+def plan(model: nn.Module, method: str, data=None, *, compensate: bool | None = None, **options) -> PrunePlan:
+    """Score ``model`` with ``method`` and resolve its bias shifts for ``compensate`` (see :func:`prune`)."""
+    if compensate not in (None, True, False):
+        raise SciPruneError(f"compensate must be None (the criterion's own), True or False, got {compensate!r}")
+    if compensate is True and data is None:
+        raise SciPruneError(
+            "compensate=True computes elimination-compensation bias shifts from data; pass data=(X, Y) "
+            "(the training set) or use compensate=None"
+        )
+    result = score_result(model, method, data, **options)
+    shifts = None if compensate is False else result.bias_shifts
+    if compensate is True and not shifts:
+        shifts = ec_shifts(model, data, names=list(result.scores), seed=options.get("seed", 0),
+                           batch_size=options.get("batch_size"))
+    return PrunePlan(method, result.scores, shifts or None)
+
+
+def ec_shifts(model: nn.Module, data, *, names: list[str] | None = None, seed: int = 0,
+              batch_size: int | None = None) -> dict[str, torch.Tensor]:
+    """Elimination-compensation bias shifts of every weight: db_ij = W_ij E[G_i a_j] / E[G_i].
+
+    (Ballini et al. 2026; see :mod:`sciprune.criteria.ec`.) Used by ``compensate=True`` for
+    criteria that rank without compensating.
+    """
+    from .criteria.ec import compensation_shifts
+
+    device, dtype = _model_device_dtype(model)
+    batches = as_batches(data, device=device, dtype=dtype, batch_size=batch_size)
+    generator = torch.Generator().manual_seed(int(seed))
+    return compensation_shifts(model, batches, list(names) if names is not None else prunable_names(model), generator)
+
+
+def apply_plan(model: nn.Module, prune_plan: PrunePlan, ratio: float, *, scope: str = "global") -> PruneReport:
+    """Prune ``ratio`` of the weights of ``model`` in place by the scores of ``prune_plan``.
+
+    ``model`` is the network the plan was made on or a copy of it (parameters are matched by
+    name). Each bias gets the summed shifts of the weights removed from its row.
+    """
+    ratio = check_ratio(ratio)
+    names = list(prune_plan.scores)
+    params = dict(model.named_parameters())
+    missing = [n for n in names if n not in params or params[n].shape != prune_plan.scores[n].shape]
+    if missing:
+        raise SciPruneError(f"the plan does not fit this model: no parameter of the scored shape for {missing}")
+    before = get_masks(model, names=names)
+    keep = select(prune_plan.scores, ratio, scope=scope, masks=before)
+    if prune_plan.shifts:
+        removed = {n: before[n] & ~keep[n] for n in keep}
+        _apply_bias_shifts(model, prune_plan.shifts, removed)
+    set_masks(model, keep)
+    total = sum(m.numel() for m in keep.values())
+    pruned = sum(int((~m).sum()) for m in keep.values())
+    return PruneReport(prune_plan.method, ratio, scope, pruned, total, sparsity(model),
+                       compensated=bool(prune_plan.shifts))
+
+
 def prune(
     model: nn.Module,
     method: str,
@@ -139,30 +209,10 @@ def prune(
     :func:`sciprune.criteria.ec.compensation_shifts` of the dense model, which needs ``data``);
     ``False`` applies none, even for ``ec``, which separates a ranking from its compensation. Each
     bias gets the summed shifts of the weights removed from its row, computed before the removal.
+    ``prune`` is :func:`plan` followed by :func:`apply_plan`; call those two to prune one model at
+    many ratios with one scoring.
     """
-    ratio = check_ratio(ratio)
-    if compensate not in (None, True, False):
-        raise SciPruneError(f"compensate must be None (the criterion's own), True or False, got {compensate!r}")
-    if compensate is True and data is None:
-        raise SciPruneError(
-            "compensate=True computes elimination-compensation bias shifts from data; pass data=(X, Y) "
-            "(the training set) or use compensate=None"
-        )
-    result = score_result(model, method, data, **options)
-    shifts = None if compensate is False else result.bias_shifts
-    if compensate is True and not shifts:
-        from .criteria.ec import compensation_shifts
-
-        device, dtype = _model_device_dtype(model)
-        batches = as_batches(data, device=device, dtype=dtype, batch_size=options.get("batch_size"))
-        generator = torch.Generator().manual_seed(int(options.get("seed", 0)))
-        shifts = compensation_shifts(model, batches, list(result.scores), generator)
-    before = get_masks(model, names=list(result.scores))
-    keep = select(result.scores, ratio, scope=scope, masks=before)
-    if shifts:
-        removed = {n: before[n] & ~keep[n] for n in keep}
-        _apply_bias_shifts(model, shifts, removed)
-    set_masks(model, keep)
-    total = sum(m.numel() for m in keep.values())
-    pruned = sum(int((~m).sum()) for m in keep.values())
-    return PruneReport(method, ratio, scope, pruned, total, sparsity(model), compensated=bool(shifts))
+    check_ratio(ratio)
+    if scope not in SCOPES:  # checked before the (possibly long) scoring
+        raise SciPruneError(f"scope must be one of {SCOPES}, got {scope!r}")
+    return apply_plan(model, plan(model, method, data, compensate=compensate, **options), ratio, scope=scope)

@@ -126,3 +126,26 @@ def test_nan_in_data_is_a_user_error(tmp_path):
         g["grid/x"] = np.linspace(0.125, 0.875, 4)
         g["grid/t"] = np.linspace(0, 1, 5)
     _user_error(["train", "--data", str(p), "--epochs", "1", "--out", str(tmp_path / "m")], "nan.h5", tmp_path)
+
+
+def test_prune_compensate_flag(tmp_path):
+    """--compensate adds EC bias shifts to magnitude pruning; --no-compensate removes them from ec."""
+    import sciprune
+
+    runner = CliRunner()
+    dense = tmp_path / "dense.sciprune"
+    res = runner.invoke(cli, ["train", "--data", "digits", "--widths", "16", "--epochs", "3", "--out", str(dense)])
+    assert res.exit_code == 0, res.output
+    biases = {}
+    for flag, method in [("--compensate", "magnitude"), ("--no-compensate", "ec"), (None, "magnitude")]:
+        out = tmp_path / f"{method}{flag}.sciprune"
+        args = ["prune", str(dense), "--method", method, "--ratio", "0.5", "--out", str(out)]
+        res = runner.invoke(cli, args + ([flag] if flag else []))
+        assert res.exit_code == 0, res.output
+        report = json.loads(res.output[: res.output.rindex("}") + 1])
+        assert report["compensated"] is (flag == "--compensate")
+        biases[(flag, method)] = sciprune.load(out).model.linear0.bias.detach()
+    base = sciprune.load(dense).model.linear0.bias.detach()
+    assert not biases[("--compensate", "magnitude")].equal(base)
+    assert biases[("--no-compensate", "ec")].equal(base)
+    assert biases[(None, "magnitude")].equal(base)

@@ -1,0 +1,375 @@
+"""Loss landscapes between two solutions: a line through both and a plane through both.
+
+Following Goodfellow et al. (2015, "Qualitatively characterizing neural network optimization
+problems"), as used by the PSP-entropy paper (Tartaglione et al., ICANN 2020, Figs. 2-4): the loss
+along theta(alpha) = (1 - alpha) theta_a + alpha theta_b, and on the plane
+theta(alpha, beta) = (1 - alpha) theta_a + alpha theta_b + beta d2 with d1 = theta_b - theta_a and
+a seeded random direction d2 orthogonal to d1 (optionally filter-normalised, Li et al. 2018,
+"Visualizing the loss landscape of neural nets"). Both solutions lie exactly at (0, 0) and (1, 0).
+
+Evaluation is in the dense parameter space: a pruned model is its weights with zeros in them, the
+points in between are dense, and no mask (nor any forward hook) is applied: the chain is evaluated
+functionally, ``F.linear`` on stacked parameters of several points at once under ``torch.func.vmap``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import xarray as xr
+from torch import nn
+from torch.func import vmap
+
+from ..batches import Batches, as_batches
+from ..errors import SciPruneError
+from ..metrics import loss_fn
+from .psp import _Counts, _hidden_layers, _Layer, _pair_mean, _resolve_classes, _sort_by_class
+
+__all__ = ["loss_line", "loss_map", "plane_directions"]
+
+_ELEMENTS_PER_PASS = 1 << 25  # activations held per vmapped pass when batch_size is None
+
+
+# ------------------------------------------------------------------------------- parameter space
+def _dense_params(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Name-keyed weights and biases of the Linear children as the forward pass sees them."""
+    out = {}
+    for name, m in model.named_children():
+        if isinstance(m, nn.Linear):
+            out[f"{name}.weight"] = m.weight.detach()
+            if m.bias is not None:
+                out[f"{name}.bias"] = m.bias.detach()
+    return out
+
+
+def _check_pair(model_a: nn.Module, model_b: nn.Module) -> None:
+    for m in (model_a, model_b):
+        if not isinstance(m, nn.Sequential) or not any(isinstance(c, nn.Linear) for c in m):
+            raise SciPruneError(f"models must be nn.Sequential chains of Linear layers and activations, got {type(m).__name__}")
+
+    def sig(model):
+        return [(n, type(c).__name__, c.extra_repr()) for n, c in model.named_children()]
+
+    if sig(model_a) != sig(model_b):
+        raise SciPruneError(
+            f"model_a and model_b must have the same architecture, got {sig(model_a)} and {sig(model_b)}; "
+            "compare models built with the same sizes and activation"
+        )
+
+
+def _dot(u: dict[str, torch.Tensor], v: dict[str, torch.Tensor]) -> torch.Tensor:
+    return sum((u[k].to(torch.float64) * v[k].to(torch.float64)).sum() for k in u)
+
+
+def plane_directions(
+    model_a: nn.Module, model_b: nn.Module, *, seed: int = 0, filter_normalize: bool = False
+) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """The two directions of :func:`loss_map`: d1 = theta_b - theta_a and a random d2 orthogonal to d1.
+
+    d2 is a standard Gaussian (CPU ``torch.Generator`` seeded with ``seed``, float64, parameters in
+    module order). Plain: d2 <- g - (<g, d1>/<d1, d1>) d1 (Gram-Schmidt), scaled so ||d2|| = ||d1||.
+    ``filter_normalize`` (Li et al. 2018): each row (the incoming weights of a neuron, a "filter") is
+    made orthogonal to the same row of d1 and scaled to the norm of the same row of theta_a, so that
+    d2 is orthogonal to d1 row by row (hence overall) and its row norms equal theta_a's; bias
+    directions are zero (Li et al.'s ``ignore='biasbn'``). A row that cannot be both (a one-input
+    row, or a row of d1 parallel to g) gets a zero direction; ``plane_directions`` does not count
+    them, :func:`loss_map` reports their number in ``attrs["degenerate_rows"]``.
+
+    Returns:
+        ``(d1, d2)``: name-keyed tensors shaped, typed and placed like the parameters of ``model_a``.
+    """
+    d1, d2, _ = _directions(model_a, model_b, seed=seed, filter_normalize=filter_normalize)
+    return d1, d2
+
+
+def _directions(model_a, model_b, *, seed: int, filter_normalize: bool):
+    _check_pair(model_a, model_b)
+    pa, pb = _dense_params(model_a), _dense_params(model_b)
+    f64 = {k: v.to(torch.float64) for k, v in pa.items()}
+    d1 = {k: pb[k].to(torch.float64) - f64[k] for k in pa}
+    n1 = float(_dot(d1, d1)) ** 0.5
+    if n1 == 0.0:
+        raise SciPruneError("model_a and model_b have identical parameters; the line and plane through them are undefined")
+    gen = torch.Generator().manual_seed(int(seed))
+    g = {k: torch.randn(v.shape, generator=gen, dtype=torch.float64).to(v.device) for k, v in f64.items()}
+    degenerate = 0
+    if not filter_normalize:
+        g = {k: g[k] - float(_dot(g, d1)) / n1**2 * d1[k] for k in g}
+        scale = n1 / float(_dot(g, g)) ** 0.5
+        d2 = {k: v * scale for k, v in g.items()}
+    else:
+        d2 = {}
+        for k, G in g.items():
+            if G.ndim < 2:
+                d2[k] = torch.zeros_like(G)
+                continue
+            G, D, A = G.flatten(1), d1[k].flatten(1), f64[k].flatten(1)
+            dd = (D * D).sum(1)
+            coef = torch.where(dd > 0, (G * D).sum(1) / dd.clamp_min(1e-300), 0.0)
+            R = G - coef[:, None] * D
+            rn, target = R.norm(dim=1), A.norm(dim=1)
+            ok = rn > 1e-12 * G.norm(dim=1)
+            degenerate += int((~ok & (target > 0)).sum())
+            d2[k] = (R * torch.where(ok, target / rn.clamp_min(1e-300), 0.0)[:, None]).reshape(g[k].shape)
+    like = {k: {"dtype": v.dtype, "device": v.device} for k, v in pa.items()}
+    return {k: v.to(**like[k]) for k, v in d1.items()}, {k: v.to(**like[k]) for k, v in d2.items()}, degenerate
+
+
+# ---------------------------------------------------------------------------------------- grids
+def _line_alphas(n_points: int, extend: tuple[float, float]) -> np.ndarray:
+    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 2:
+        raise SciPruneError(f"n_points must be an integer >= 2 (points from alpha = 0 to 1), got {n_points!r}")
+    if len(extend) != 2 or min(extend) < 0:
+        raise SciPruneError(f"extend must be two non-negative margins (before 0, after 1), got {extend!r}")
+    h = n_points - 1
+    lo, hi = (math.ceil(float(e) * h - 1e-9) for e in extend)
+    return np.arange(-lo, h + hi + 1) / h  # k / h is exactly 0 at k = 0 and exactly 1 at k = h
+
+
+def _axis(lo: float, hi: float, n: int, must: tuple[float, ...], name: str) -> np.ndarray:
+    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
+        raise SciPruneError(f"the number of {name} points must be an integer >= 2, got {n!r}")
+    if not (lo < hi and lo <= min(must) and max(must) <= hi):
+        raise SciPruneError(f"the {name} span must be (lo, hi) with lo < hi containing {list(must)}, got {(lo, hi)}")
+    v = np.linspace(lo, hi, n)
+    step = (hi - lo) / (n - 1)
+    for m in must:
+        j = int(np.argmin(np.abs(v - m)))
+        if abs(v[j] - m) <= 1e-6 * step:
+            v[j] = m
+        else:
+            v = np.append(v, m)
+    return np.unique(v)
+
+
+# ----------------------------------------------------------------------------------- evaluation
+def _chain(children: list[tuple[str, nn.Module]], keep: set[int], params: dict[str, torch.Tensor], x: torch.Tensor):
+    """The chain evaluated at ``params`` (no module parameters or hooks used); PSPs of ``keep``."""
+    zs, a = [], x
+    for k, (name, m) in enumerate(children):
+        if isinstance(m, nn.Linear):
+            a = F.linear(a, params[f"{name}.weight"], params.get(f"{name}.bias"))
+        else:
+            a = m(a)
+        if k in keep:
+            zs.append(a.clone() if getattr(children[k + 1][1], "inplace", False) else a)
+    return a, tuple(zs)
+
+
+def _loss_sum(out: torch.Tensor, Y: torch.Tensor, loss: str) -> tuple[torch.Tensor, int]:
+    """Summed loss of every point (out: (P, B, d)) and the count it is averaged over."""
+    P, B, d = out.shape
+    if loss == "mse":
+        if not Y.is_floating_point() or Y.reshape(B, -1).shape[1] != d or Y.shape[0] != B:
+            raise SciPruneError(f"loss 'mse' needs float targets of shape ({B}, {d}), got {Y.dtype} {tuple(Y.shape)}")
+        return (out - Y.reshape(B, d)).square().sum((1, 2), dtype=torch.float64), B * d
+    if Y.is_floating_point() or Y.reshape(-1).shape[0] != B:
+        raise SciPruneError(f"loss 'cross_entropy' needs integer labels of shape ({B},), got {Y.dtype} {tuple(Y.shape)}")
+    picked = out.log_softmax(-1).gather(-1, Y.reshape(1, B, 1).expand(P, B, 1).long())
+    return -picked.sum((1, 2), dtype=torch.float64), B
+
+
+class _Evaluator:
+    """Loss (and PSP statistics) of a stack of parameter points, ``chunk`` points per vmapped pass."""
+
+    def __init__(self, model: nn.Module, loss: str | None, data, *, batch_size, chunk: int, psp: bool, n_bins: int) -> None:
+        if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+            raise SciPruneError(f"points_per_pass must be a positive integer, got {chunk!r}")
+        p = next(model.parameters())
+        self.device, self.dtype, self.chunk = p.device, p.dtype, chunk
+        self.children = list(model.named_children())
+        self.layers: list[_Layer] = _hidden_layers(model) if psp else []
+        if psp and not self.layers:
+            raise SciPruneError("psp=True needs a hidden layer (a Linear followed by an activation and another Linear)")
+        width = sum(lay.width for lay in self.layers) + sum(m.out_features for _, m in self.children if isinstance(m, nn.Linear))
+        self.rows = batch_size or max(64, _ELEMENTS_PER_PASS // (chunk * width))
+        self.train = self._batches(data)
+        Y0 = next(iter(self.train))[1]
+        self.loss = loss if loss is not None else ("mse" if Y0.is_floating_point() else "cross_entropy")
+        loss_fn(self.loss)  # validates the name
+        self.relu = any(lay.relu for lay in self.layers)
+        self.spec = _resolve_classes(self.train, None, n_bins) if self.relu else None
+        self._fwd = vmap(lambda prm, x: _chain(self.children, {lay.index for lay in self.layers}, prm, x), in_dims=(0, None))
+
+    def _batches(self, data) -> Batches:
+        return as_batches(data, device=self.device, dtype=self.dtype, batch_size=self.rows)
+
+    @torch.no_grad()
+    def __call__(self, points: dict[str, torch.Tensor], data: Batches, *, stats: bool) -> dict[str, np.ndarray]:
+        """``{"loss": (P,)}`` plus, with ``stats``, ``mean_psp_sq``, ``mean_entropy``, ``mean_pair_entropy`` (P, L)."""
+        P_all = next(iter(points.values())).shape[0]
+        out: dict[str, list[np.ndarray]] = {"loss": []}
+        for s in range(0, P_all, self.chunk):
+            pts = {k: v[s : s + self.chunk] for k, v in points.items()}
+            P = next(iter(pts.values())).shape[0]
+            counts = None
+            if stats:
+                counts = _Counts([lay.width for lay in self.layers], [lay.relu for lay in self.layers],
+                                 self.spec.n if self.spec else 1, order2=self.relu, lead=(P,), device=self.device)
+            total, count = torch.zeros(P, dtype=torch.float64, device=self.device), 0
+            for X, Y in data:
+                labels = bounds = None
+                if counts is not None:
+                    labels = self.spec.of(Y) if self.spec else torch.zeros(X.shape[0], dtype=torch.long, device=X.device)
+                    if self.relu:  # pair counts need the rows grouped by class
+                        perm, bounds = _sort_by_class(labels, counts.K)
+                        X, Y, labels = X[perm], Y[perm], labels[perm]
+                o, zs = self._fwd(pts, X)
+                t, c = _loss_sum(o, Y, self.loss)
+                total, count = total + t, count + c
+                if counts is not None:
+                    counts.add(list(zs), labels, bounds)
+            out["loss"].append((total / count).cpu().numpy())
+            if counts is not None:
+                res = counts.finish()
+                nan = torch.full((P,), torch.nan, dtype=torch.float64)
+                for key, f in (("mean_psp_sq", lambda r: r["psp_sq"].mean(-1)),
+                               ("mean_entropy", lambda r: r["entropy"].mean(-1) if "entropy" in r else nan),
+                               ("mean_pair_entropy", lambda r: _pair_mean(r["pair_entropy"]) if "pair_entropy" in r else nan)):
+                    out.setdefault(key, []).append(torch.stack([f(r).cpu() for r in res], -1).numpy())
+        return {k: np.concatenate(v) for k, v in out.items()}
+
+    def evaluate(self, points, test_data, *, psp: bool) -> dict[str, np.ndarray]:
+        res = self(points, self.train, stats=psp)
+        out = {"train_loss": res.pop("loss")}
+        if test_data is not None:
+            out["test_loss"] = self(points, self._batches(test_data), stats=False)["loss"]
+        if psp and not self.relu:  # entropies are defined for ReLU layers only
+            res.pop("mean_entropy"), res.pop("mean_pair_entropy")
+        return {**out, **res}
+
+    def attrs(self, psp: bool) -> dict:
+        a = {"loss": self.loss, "parameter_space": "dense (pruned weights are zeros; no masks applied)"}
+        if psp:
+            a["psp"] = "mean over neurons of E[z^2] (PSP = pre-activation) and of PSP-entropies (bits), training data"
+            if self.spec is not None:
+                a.update(self.spec.attrs())
+        return a
+
+
+def _stack(weights: list[tuple[np.ndarray, dict[str, torch.Tensor]]]) -> dict[str, torch.Tensor]:
+    """sum_j coef_j[:, None...] * vec_j for name-keyed vectors: one stacked point per coefficient row."""
+    out = {}
+    for k, ref in weights[0][1].items():
+        acc = None
+        for coef, vec in weights:
+            c = torch.as_tensor(coef, dtype=ref.dtype, device=ref.device).reshape(-1, *([1] * ref.ndim))
+            acc = c * vec[k] if acc is None else acc + c * vec[k]
+        out[k] = acc
+    return out
+
+
+def _layer_vars(ds: xr.Dataset, res: dict[str, np.ndarray], dims: tuple[str, ...], shape: tuple[int, ...], ev: _Evaluator) -> xr.Dataset:
+    for key in ("mean_psp_sq", "mean_entropy", "mean_pair_entropy"):
+        if key in res:
+            ds[key] = ((*dims, "layer"), res[key].reshape(*shape, -1))
+    if "mean_psp_sq" in res:
+        ds = ds.assign_coords(layer=[lay.name for lay in ev.layers], activation=("layer", [lay.activation for lay in ev.layers]))
+    return ds
+
+
+# ---------------------------------------------------------------------------------------- public
+def loss_line(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    data,
+    *,
+    loss: str | None = None,
+    n_points: int = 21,
+    extend: tuple[float, float] = (0.0, 0.0),
+    test_data=None,
+    psp: bool = False,
+    n_bins: int = 10,
+    batch_size: int | None = None,
+    points_per_pass: int = 8,
+) -> xr.Dataset:
+    """Loss along theta(alpha) = (1 - alpha) theta_a + alpha theta_b (Goodfellow et al. 2015).
+
+    alpha = k / (n_points - 1) for whole k, from 0 to 1 (both exact, so the endpoints are the two
+    models), extended by ``extend = (before, after)`` rounded up to whole steps.
+
+    Args:
+        model_a, model_b: chains of the same architecture (the parameters of ``model_a`` set device
+            and dtype); pruned models count as their dense weights with zeros.
+        data: training ``(X, Y)``, a TaskData (training split) or an iterable of batches.
+        loss: ``"mse"`` or ``"cross_entropy"`` (None: mse for float targets, cross-entropy for labels),
+            averaged as ``F.mse_loss`` / ``F.cross_entropy`` do.
+        test_data: optional data for ``test_loss``.
+        psp: also ``mean_psp_sq`` (every hidden layer) and ``mean_entropy``, ``mean_pair_entropy``
+            (ReLU layers; NaN on others, absent when there is none) on the training data, as
+            :func:`~sciprune.diagnostics.psp_entropy` defines them (classes from ``n_bins`` for
+            regression targets).
+        batch_size: rows per pass (None: chosen so a pass holds ~2^25 activations).
+        points_per_pass: parameter points evaluated at once under ``vmap``.
+
+    Returns:
+        Dataset on ``alpha`` with ``train_loss`` (and ``test_loss``; psp variables on (alpha, layer)).
+    """
+    _check_pair(model_a, model_b)
+    alphas = _line_alphas(n_points, extend)
+    ev = _Evaluator(model_a, loss, data, batch_size=batch_size, chunk=points_per_pass, psp=psp, n_bins=n_bins)
+    pts = _stack([(1.0 - alphas, _dense_params(model_a)), (alphas, _dense_params(model_b))])
+    res = ev.evaluate(pts, test_data, psp=psp)
+    ds = xr.Dataset({k: ("alpha", v) for k, v in res.items() if v.ndim == 1}, coords={"alpha": alphas})
+    ds = _layer_vars(ds, res, ("alpha",), (len(alphas),), ev)
+    ds.attrs.update({**ev.attrs(psp), "path": "theta(alpha) = (1 - alpha) theta_a + alpha theta_b",
+                     "solutions": {"model_a": 0.0, "model_b": 1.0}, "n_points": n_points, "extend": list(extend)})
+    return ds
+
+
+def loss_map(
+    model_a: nn.Module,
+    model_b: nn.Module,
+    data,
+    *,
+    loss: str | None = None,
+    n: tuple[int, int] = (21, 21),
+    span: tuple[tuple[float, float], tuple[float, float]] = ((-0.5, 1.5), (-1.0, 1.0)),
+    seed: int = 0,
+    filter_normalize: bool = False,
+    test_data=None,
+    psp: bool = False,
+    n_bins: int = 10,
+    batch_size: int | None = None,
+    points_per_pass: int = 8,
+) -> xr.Dataset:
+    """Loss on the plane theta(alpha, beta) = (1 - alpha) theta_a + alpha theta_b + beta d2.
+
+    Equivalently theta_a + alpha d1 + beta d2 with d1 = theta_b - theta_a and d2 from
+    :func:`plane_directions` (random, seeded, orthogonal to d1, ||d2|| = ||d1|| or filter-normalised):
+    the map of Tartaglione et al. 2020 (Figs. 2-4). Solutions at (0, 0) and (1, 0), exactly.
+
+    Args:
+        n: points ``(n_alpha, n_beta)`` spread evenly over ``span``; alpha = 0, 1 and beta = 0 are
+            added (or a grid point within 1e-6 step moved onto them), so an axis may be longer.
+        span: ``((alpha_lo, alpha_hi), (beta_lo, beta_hi))``, containing [0, 1] and 0.
+        seed, filter_normalize: as in :func:`plane_directions`.
+        Others as in :func:`loss_line`.
+
+    Returns:
+        Dataset on ``(alpha, beta)`` with ``train_loss`` (and ``test_loss``; psp variables on
+        (alpha, beta, layer)); ``attrs`` hold ``d1_norm``, ``d2_norm``, ``seed``, ``filter_normalize``.
+    """
+    if len(n) != 2 or len(span) != 2:
+        raise SciPruneError(f"n and span must give (alpha, beta) values, got n={n!r}, span={span!r}")
+    alphas = _axis(float(span[0][0]), float(span[0][1]), n[0], (0.0, 1.0), "alpha")
+    betas = _axis(float(span[1][0]), float(span[1][1]), n[1], (0.0,), "beta")
+    d1, d2, degenerate = _directions(model_a, model_b, seed=seed, filter_normalize=filter_normalize)
+    ev = _Evaluator(model_a, loss, data, batch_size=batch_size, chunk=points_per_pass, psp=psp, n_bins=n_bins)
+    A, Bt = (g.ravel() for g in np.meshgrid(alphas, betas, indexing="ij"))
+    pts = _stack([(1.0 - A, _dense_params(model_a)), (A, _dense_params(model_b)), (Bt, d2)])
+    res = ev.evaluate(pts, test_data, psp=psp)
+    shape = (len(alphas), len(betas))
+    ds = xr.Dataset({k: (("alpha", "beta"), v.reshape(shape)) for k, v in res.items() if v.ndim == 1},
+                    coords={"alpha": alphas, "beta": betas})
+    ds = _layer_vars(ds, res, ("alpha", "beta"), shape, ev)
+    ds.attrs.update({
+        **ev.attrs(psp), "plane": "theta(alpha, beta) = (1 - alpha) theta_a + alpha theta_b + beta d2, d2 orthogonal to theta_b - theta_a",
+        "solutions": {"model_a": [0.0, 0.0], "model_b": [1.0, 0.0]}, "seed": int(seed),
+        "filter_normalize": bool(filter_normalize), "d1_norm": float(_dot(d1, d1)) ** 0.5,
+        "d2_norm": float(_dot(d2, d2)) ** 0.5, "degenerate_rows": degenerate,
+    })
+    return ds
