@@ -307,6 +307,19 @@ def run(case_file, output, device, quiet) -> None:
     click.echo(f"wrote {path} and figures in {path.parent}")
 
 
+@cli.command("report")
+@click.argument("results", type=click.Path())
+@click.option("--out", "out", default=None, type=click.Path(file_okay=False),
+              help="Folder of the figures and report.md (default: beside RESULTS).")
+@click.option("--metric", default=None, help="Metric to rank by (default: test_mse_clean, or test_loss).")
+def report_cmd(results, out, metric) -> None:
+    """Draw a study's results.nc: error against ratio per method and noise level, and a ranking."""
+    from .report import report
+
+    path = report(results, out, metric=metric)
+    click.echo(f"wrote {path}")
+
+
 @cli.command()
 def methods() -> None:
     """List the pruning methods."""

@@ -40,7 +40,8 @@ def plot_loss_vs_ratio(ds: xr.Dataset, path: str | Path, *, metric: str = "test_
                 ax.plot(ratios, v.mean("seed"), styles[(k // len(colors)) % len(styles)], color=c, marker="o",
                         ms=3, label=str(method))
                 ax.fill_between(ratios, v.min("seed"), v.max("seed"), color=c, alpha=0.15, lw=0)
-            ax.axhline(float(ds[f"dense_{metric}"].sel({"noise": level}).mean()), color="0.4", lw=1, label="dense")
+            if f"dense_{metric}" in ds:
+                ax.axhline(float(ds[f"dense_{metric}"].sel({"noise": level}).mean()), color="0.4", lw=1, label="dense")
             if f"scratch_{metric}" in ds:
                 ax.plot(ratios, ds[f"scratch_{metric}"].sel({"noise": level}).mean("seed"), ":", color="k",
                         marker="x", ms=4, label="dense, same weights, from scratch")

@@ -26,7 +26,7 @@ from torch.func import vmap
 from ..batches import Batches, as_batches
 from ..errors import SciPruneError
 from ..metrics import loss_fn
-from .psp import _Counts, _hidden_layers, _Layer, _pair_mean, _resolve_classes, _sort_by_class
+from .psp import _Counts, _hidden_layers, _Layer, _pair_mean, _resolve_classes
 
 __all__ = ["loss_line", "loss_map", "plane_directions"]
 
@@ -211,17 +211,12 @@ class _Evaluator:
                                  self.spec.n if self.spec else 1, order2=self.relu, lead=(P,), device=self.device)
             total, count = torch.zeros(P, dtype=torch.float64, device=self.device), 0
             for X, Y in data:
-                labels = bounds = None
-                if counts is not None:
-                    labels = self.spec.of(Y) if self.spec else torch.zeros(X.shape[0], dtype=torch.long, device=X.device)
-                    if self.relu:  # pair counts need the rows grouped by class
-                        perm, bounds = _sort_by_class(labels, counts.K)
-                        X, Y, labels = X[perm], Y[perm], labels[perm]
                 o, zs = self._fwd(pts, X)
                 t, c = _loss_sum(o, Y, self.loss)
                 total, count = total + t, count + c
                 if counts is not None:
-                    counts.add(list(zs), labels, bounds)
+                    labels = self.spec.of(Y) if self.spec else torch.zeros(X.shape[0], dtype=torch.long, device=X.device)
+                    counts.add(list(zs), labels)
             out["loss"].append((total / count).cpu().numpy())
             if counts is not None:
                 res = counts.finish()

@@ -1,0 +1,25 @@
+"""The ensemble engine: train many same-shaped small networks at once.
+
+Stacked parameters (``(M, *shape)`` per name), one batched forward, one optimiser step on the stacks;
+member by member the result equals :func:`sciprune.fit`. See :func:`fit_ensemble`.
+"""
+
+from ._fit import ENSEMBLE_OPTIMIZERS, ENSEMBLE_SCHEDULES, evaluate_ensemble, fit_ensemble, fit_many
+from ._memory import member_bytes, members_per_batch
+from ._stack import (
+    architecture_key,
+    ensemble_forward,
+    group_by_architecture,
+    is_plain_chain,
+    stack_masks,
+    stack_models,
+    unstack,
+)
+
+__all__ = [
+    "fit_ensemble", "fit_many", "evaluate_ensemble",
+    "stack_models", "stack_masks", "unstack", "ensemble_forward", "is_plain_chain",
+    "architecture_key", "group_by_architecture",
+    "member_bytes", "members_per_batch",
+    "ENSEMBLE_OPTIMIZERS", "ENSEMBLE_SCHEDULES",
+]

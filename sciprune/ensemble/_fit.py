@@ -1,0 +1,356 @@
+"""Train M same-shaped models at once, reproducing :func:`sciprune.fit` member by member.
+
+Member ``m`` has its own initial weights, masks, data realisation (its own Y noise, its own X when
+splits differ) and shuffling seed. The loop stacks the parameters (``(M, *shape)`` tensors), runs one
+batched forward (:func:`sciprune.ensemble.ensemble_forward`) and minimises ``sum_m L_m`` where
+``L_m`` is member ``m``'s mean loss on its own mini-batch: d(sum_k L_k)/d theta_m = dL_m/d theta_m,
+so the gradients stay separate. Adam, AdamW and SGD with momentum update every entry from that
+entry's gradient and state alone (Kingma & Ba 2015, Alg. 1; Loshchilov & Hutter 2019, Alg. 2;
+the bias corrections depend only on the step count, shared by all members), so ``torch.optim``
+stepping on the stacked tensors *is* M independent updates with the hyper-parameters of ``fit``.
+Masks are held as in :class:`sciprune.MaskedStep`: gradients masked before, weights after each step.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import fields, replace
+from typing import Callable, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..batches import as_tensor
+from ..data._types import TaskData
+from ..errors import SciPruneError
+from ..masks import enforce, mask_grads
+from ..metrics import loss_fn
+from ..training import History, TrainConfig, _make_optimizer, _make_scheduler, _resolve, fit
+from ._memory import members_per_batch
+from ._stack import architecture_key, check_same_architecture, ensemble_forward, stack_masks, stack_models, unstack
+
+__all__ = ["fit_ensemble", "evaluate_ensemble", "fit_many", "ENSEMBLE_OPTIMIZERS", "ENSEMBLE_SCHEDULES"]
+
+ENSEMBLE_OPTIMIZERS = ("adam", "adamw", "sgd")
+ENSEMBLE_SCHEDULES = ("constant", "cosine", "step")
+ProgressFn = Callable[[int, int, list, list], None]
+
+
+def _per_member(obj, M: int, what: str, shared_types: tuple) -> list:
+    """One entry per member: a list must have M entries; a single shared object is repeated."""
+    if isinstance(obj, list):
+        if len(obj) != M:
+            raise SciPruneError(
+                f"{what} must be one shared value or a list with one entry per member; got {len(obj)} "
+                f"entries for {M} members"
+            )
+        return obj
+    if obj is None or isinstance(obj, shared_types):
+        return [obj] * M
+    raise SciPruneError(f"{what} must be a {' or '.join(t.__name__ for t in shared_types)} or a list of them, "
+                        f"got {type(obj).__name__}")
+
+
+def _unsupported(cfg: TrainConfig) -> str | None:
+    if cfg.optimizer not in ENSEMBLE_OPTIMIZERS:
+        return f"optimizer {cfg.optimizer!r} (supported: {', '.join(ENSEMBLE_OPTIMIZERS)})"
+    if cfg.schedule not in ENSEMBLE_SCHEDULES:
+        return f"schedule {cfg.schedule!r} (supported: {', '.join(ENSEMBLE_SCHEDULES)})"
+    if cfg.patience is not None:
+        return "early stopping (patience)"
+    return None
+
+
+def _shared_config(configs, M: int) -> tuple[TrainConfig, list[int]]:
+    cfgs = _per_member(configs, M, "configs", (TrainConfig,))
+    if any(c is None for c in cfgs):
+        raise SciPruneError("configs must be a TrainConfig or a list of TrainConfig, got None")
+    c0 = cfgs[0]
+    for i, c in enumerate(cfgs):
+        if not isinstance(c, TrainConfig):
+            raise SciPruneError(f"configs[{i}] must be a TrainConfig, got {type(c).__name__}")
+        why = _unsupported(c)
+        if why is not None:
+            raise SciPruneError(f"fit_ensemble does not support {why}; train such members with sciprune.fit")
+        if replace(c, seed=0) != replace(c0, seed=0):
+            diff = [f.name for f in fields(TrainConfig) if f.name != "seed" and getattr(c, f.name) != getattr(c0, f.name)]
+            raise SciPruneError(
+                f"members of one ensemble must share every TrainConfig field but seed; member {i} differs from "
+                f"member 0 in {diff}; use sciprune.ensemble.fit_many to group them"
+            )
+    return c0, [int(c.seed) for c in cfgs]
+
+
+def _stack_rows(objs: list, device, dtype, name: str) -> tuple[torch.Tensor, bool]:
+    """Per-member arrays -> (tensor, shared): one (N, ...) tensor if all members pass the same object,
+    else an (M, N, ...) stack. Conversion (and the finiteness check) runs once per distinct object."""
+    cache: dict[int, torch.Tensor] = {}
+    ts = []
+    for o in objs:
+        if id(o) not in cache:
+            cache[id(o)] = as_tensor(o, device=device, dtype=dtype, name=name)
+        ts.append(cache[id(o)])
+    if len(cache) == 1:
+        return ts[0], True
+    for i, t in enumerate(ts):
+        if t.shape != ts[0].shape or t.dtype != ts[0].dtype:
+            raise SciPruneError(
+                f"{name} of member {i} has shape {tuple(t.shape)} ({t.dtype}), member 0 {tuple(ts[0].shape)} "
+                f"({ts[0].dtype}); members of one ensemble need data of one shape; use sciprune.ensemble.fit_many"
+            )
+    return torch.stack(ts), False
+
+
+def _take(T: torch.Tensor, shared: bool, idx: torch.Tensor) -> torch.Tensor:
+    """Rows ``idx[m]`` of member m's data: (M, b, ...) from idx (M, b)."""
+    if shared:
+        return T[idx]
+    return T[torch.arange(idx.shape[0], device=idx.device)[:, None], idx]
+
+
+def _whole(T: torch.Tensor, shared: bool, M: int) -> torch.Tensor:
+    return T.expand(M, *T.shape) if shared else T
+
+
+def _member_losses(loss: str, pred: torch.Tensor, y: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """(M,) per-member loss: mean (or sum) over the member's batch, as ``F.mse_loss``/``F.cross_entropy``."""
+    M = pred.shape[0]
+    if loss == "mse":
+        if pred.shape != y.shape:
+            raise SciPruneError(f"mse needs targets shaped like the outputs (N, out); got outputs "
+                                f"{tuple(pred.shape[1:])} and targets {tuple(y.shape[1:])} per member")
+        per = (pred - y).square().reshape(M, -1)
+    else:
+        per = F.cross_entropy(pred.flatten(0, 1), y.flatten(0, 1), reduction="none").view(M, -1)
+    return per.mean(1) if reduction == "mean" else per.sum(1)
+
+
+@torch.no_grad()
+def _eval(fwd, params, X, xs, Y, ys, loss: str, M: int, chunk: int) -> torch.Tensor:
+    """(M,) float64 mean loss per member, summed in chunks as :func:`sciprune.training.evaluate_loss`."""
+    n = X.shape[0] if xs else X.shape[1]
+    total = torch.zeros(M, dtype=torch.float64, device=X.device)
+    for s in range(0, n, chunk):
+        xb = _whole(X[s : s + chunk] if xs else X[:, s : s + chunk], xs, M)
+        yb = _whole(Y[s : s + chunk] if ys else Y[:, s : s + chunk], ys, M)
+        total += _member_losses(loss, fwd(params, xb), yb, "sum").to(torch.float64)
+    yshape = Y.shape if ys else Y.shape[1:]
+    per = n * (yshape[1] if loss == "mse" and len(yshape) > 1 else 1)
+    return total / per
+
+
+def _eval_chunk(M: int) -> int:
+    # fit evaluates 65536 rows at a time; M members at once keep the activation memory of that.
+    return max(1024, 65536 // M)
+
+
+def fit_ensemble(
+    models: Sequence[nn.Module],
+    data,
+    configs: TrainConfig | list[TrainConfig] = TrainConfig(),
+    *,
+    loss: str | None = None,
+    val=None,
+    progress: ProgressFn | None = None,
+    forward: str = "auto",
+    prefetch: bool | None = None,
+) -> list[History]:
+    """Train ``models`` (M of one architecture) in place in one vectorised loop; one History each.
+
+    Member m's result equals ``sciprune.fit(models[m], data[m], configs[m], loss=loss, val=val[m])``
+    up to floating-point reassociation (float64: about 1e-12 after short runs).
+
+    Args:
+        models: M modules of one architecture, dtype and device (masks may differ).
+        data: one ``(X, Y)`` or TaskData shared by all members, or a list with one per member
+            (X (N, in), Y (N, out) float or (N,) int64 labels; N equal for all members).
+        configs: one TrainConfig or one per member; all fields but ``seed`` must agree. Supported:
+            adam/adamw/sgd, constant/cosine/step schedules, no early stopping (else use ``sciprune.fit``).
+        loss: ``mse`` or ``cross_entropy``; default from the dtype of Y as in ``fit``.
+        val: None, one ``(X, Y)`` shared, or a list of one per member (a TaskData brings its own).
+        progress: ``progress(epoch, epochs, train_losses, val_losses)`` (lists over members) per evaluation.
+        forward: ``auto``, ``bmm`` or ``vmap`` (see :func:`ensemble_forward`).
+        prefetch: draw the next epoch's permutations on CPU threads while the device computes
+            (default: on for non-CPU devices).
+    """
+    models = list(models)
+    check_same_architecture(models)
+    M = len(models)
+    cfg, seeds = _shared_config(configs, M)
+    p0 = next(models[0].parameters())
+    device, dtype = p0.device, p0.dtype
+    datas = _per_member(data, M, "data", (tuple, TaskData))
+    vals = _per_member(val, M, "val", (tuple,))
+    resolved = [_resolve(d, v) for d, v in zip(datas, vals)]
+    X, xs = _stack_rows([r[0] for r in resolved], device, dtype, "X")
+    Y, ys = _stack_rows([r[1] for r in resolved], device, dtype, "Y")
+    n = X.shape[0] if xs else X.shape[1]
+    if (Y.shape[0] if ys else Y.shape[1]) != n:
+        raise SciPruneError(f"X and Y must have the same number of rows, got {n} and {Y.shape[0 if ys else 1]}")
+    if loss is None:
+        loss = "mse" if Y.is_floating_point() else "cross_entropy"
+    loss_fn(loss)  # validates the name
+    has_val = [v is not None and v[0] is not None and len(v[0]) > 0 for v in (r[2] for r in resolved)]
+    if any(has_val) and not all(has_val):
+        raise SciPruneError("val must be given for every member or for none; got a validation set for some members")
+    if all(has_val):
+        Xv, xvs = _stack_rows([r[2][0] for r in resolved], device, dtype, "X_val")
+        Yv, yvs = _stack_rows([r[2][1] for r in resolved], device, dtype, "Y_val")
+
+    fwd = ensemble_forward(models[0], forward)
+    params = stack_models(models, requires_grad=True)
+    pairs = [(params[k], m.to(device=device, dtype=dtype)) for k, m in stack_masks(models).items()]
+    opt = _make_optimizer(list(params.values()), cfg)
+    sched = _make_scheduler(opt, cfg)
+    gens = [torch.Generator().manual_seed(s) for s in seeds]
+    bs = n if cfg.batch_size is None else min(int(cfg.batch_size), n)
+    epochs = int(cfg.epochs)
+    hists = [History() for _ in range(M)]
+    best = [math.inf] * M
+    if prefetch is None:
+        prefetch = device.type != "cpu"
+    pool = ThreadPoolExecutor(max_workers=max(1, min(M, os.cpu_count() or 1, 8))) if prefetch and bs < n else None
+
+    def draw():  # one permutation per member, from its own generator, exactly as fit draws them
+        if pool is None:
+            return [torch.randperm(n, generator=g) for g in gens]
+        return [pool.submit(torch.randperm, n, generator=g) for g in gens]
+
+    pending = draw() if bs < n else None
+    for m in models:
+        m.train()
+    try:
+        for epoch in range(1, epochs + 1):
+            order = None
+            if bs < n:
+                perms = [f.result() for f in pending] if pool is not None else pending
+                order = torch.stack(perms).to(device)
+                if epoch < epochs:
+                    pending = draw()
+            running = torch.zeros(M, dtype=torch.float64, device=device)
+            for s in range(0, n, bs):
+                if order is None:
+                    xb, yb = _whole(X, xs, M), _whole(Y, ys, M)
+                else:
+                    idx = order[:, s : s + bs]
+                    xb, yb = _take(X, xs, idx), _take(Y, ys, idx)
+                opt.zero_grad(set_to_none=True)
+                losses = _member_losses(loss, fwd(params, xb), yb)
+                losses.sum().backward()
+                mask_grads(pairs)
+                opt.step()
+                enforce(pairs)
+                running += losses.detach().to(torch.float64) * xb.shape[1]
+            train = (running / n).tolist()
+            bad = [i for i, v in enumerate(train) if not math.isfinite(v)]
+            if bad:
+                raise SciPruneError(f"training diverged at epoch {epoch} for member(s) {bad} "
+                                    f"(loss {[train[i] for i in bad]}); lower the learning rate")
+            if epoch % cfg.eval_every == 0 or epoch == epochs:
+                if all(has_val):
+                    for m in models:
+                        m.eval()
+                    vl = _eval(fwd, params, Xv, xvs, Yv, yvs, loss, M, _eval_chunk(M)).tolist()
+                    for m in models:
+                        m.train()
+                else:
+                    vl = [math.nan] * M
+                for i, h in enumerate(hists):
+                    h.epoch.append(epoch)
+                    h.train_loss.append(train[i])
+                    h.val_loss.append(vl[i])
+                    if all(has_val) and vl[i] < best[i]:
+                        best[i], h.best_epoch = vl[i], epoch
+                if progress is not None:
+                    progress(epoch, epochs, train, vl)
+            if sched is not None:
+                sched.step()
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        unstack(params, models)
+        for m in models:
+            m.eval()
+    return hists
+
+
+@torch.no_grad()
+def evaluate_ensemble(models: Sequence[nn.Module], data, loss: str | None = None, *, forward: str = "auto",
+                      batch_size: int | None = None) -> list[float]:
+    """Mean ``loss`` of each member on its data: ``[L_0, ..., L_{M-1}]``, one batched pass per chunk.
+
+    ``data``: one ``(X, Y)`` shared, or a list with one ``(X, Y)`` per member (same N). Member m's
+    value equals :func:`sciprune.training.evaluate_loss` of ``models[m]`` on its data.
+    """
+    models = list(models)
+    check_same_architecture(models)
+    M = len(models)
+    if isinstance(data, TaskData) or (isinstance(data, list) and any(isinstance(d, TaskData) for d in data)):
+        raise SciPruneError("evaluate_ensemble needs (X, Y) tuples, got a TaskData; pass (task.X_test, task.Y_test)")
+    datas = _per_member(data, M, "data", (tuple,))
+    p0 = next(models[0].parameters())
+    X, xs = _stack_rows([d[0] for d in datas], p0.device, p0.dtype, "X")
+    Y, ys = _stack_rows([d[1] for d in datas], p0.device, p0.dtype, "Y")
+    if loss is None:
+        loss = "mse" if Y.is_floating_point() else "cross_entropy"
+    loss_fn(loss)
+    modes = [m.training for m in models]
+    for m in models:
+        m.eval()
+    try:
+        params = stack_models(models)
+        out = _eval(ensemble_forward(models[0], forward), params, X, xs, Y, ys, loss, M,
+                    batch_size or _eval_chunk(M))
+    finally:
+        for m, was in zip(models, modes):
+            m.train(was)
+    return out.tolist()
+
+
+def fit_many(
+    models: Sequence[nn.Module],
+    data,
+    configs: TrainConfig | list[TrainConfig] = TrainConfig(),
+    *,
+    loss: str | None = None,
+    val=None,
+    max_members: int | None = None,
+    forward: str = "auto",
+) -> list[History]:
+    """Train any list of models: batches of one architecture, config (but seed) and data shape go
+    through :func:`fit_ensemble` (at most ``max_members`` at once, default :func:`members_per_batch`);
+    members the ensemble cannot train (L-BFGS, early stopping, plateau) go through ``sciprune.fit``.
+    Same arguments as :func:`fit_ensemble`; histories come back in the order of ``models``.
+    """
+    models = list(models)
+    M = len(models)
+    if M == 0:
+        raise SciPruneError("models must be a non-empty list of modules, got an empty list")
+    cfgs = _per_member(configs, M, "configs", (TrainConfig,))
+    datas = _per_member(data, M, "data", (tuple, TaskData))
+    vals = _per_member(val, M, "val", (tuple,))
+    out: list[History | None] = [None] * M
+    groups: dict[tuple, list[int]] = {}
+    for i, (m, c, d) in enumerate(zip(models, cfgs, datas)):
+        if _unsupported(c) is not None:
+            out[i] = fit(m, d, c, loss=loss, val=vals[i])
+            continue
+        X = _resolve(d, vals[i])[0]
+        key = (architecture_key(m), replace(c, seed=0), tuple(X.shape))
+        groups.setdefault(key, []).append(i)
+    for idx in groups.values():
+        cfg = cfgs[idx[0]]
+        X = _resolve(datas[idx[0]], None)[0]
+        per = max_members or members_per_batch(models[idx[0]], int(X.shape[0]), cfg.batch_size,
+                                               optimizer=cfg.optimizer)
+        for s in range(0, len(idx), per):
+            part = idx[s : s + per]
+            hs = fit_ensemble([models[i] for i in part], [datas[i] for i in part], [cfgs[i] for i in part],
+                              loss=loss, val=[vals[i] for i in part] if val is not None else None,
+                              forward=forward)
+            for i, h in zip(part, hs):
+                out[i] = h
+    return out  # type: ignore[return-value]
