@@ -59,7 +59,7 @@ def train(model, X, Y, steps: int) -> float:
 def run_case(title, model, X, Y, *, loss, k, tol, batch, seed, device):
     n_params = sum(p.numel() for p in model.parameters())
     print(f"\n{title}: {X.shape[0]} samples, {n_params} parameters, batch {batch or X.shape[0]}, tol {tol:g}")
-    common = dict(loss=loss, batch_size=batch, seed=seed)
+    common = {"loss": loss, "batch_size": batch, "seed": seed}
     _sync(device)
     ref = cv.top_eigenpairs(model, (X, Y), k=k, tol=1e-8, **common)
     print(f"reference (Lanczos, tol 1e-8, {ref.n_products} products, {ref.wall_s:.1f} s): "
@@ -80,7 +80,7 @@ def run_case(title, model, X, Y, *, loss, k, tol, batch, seed, device):
     print(f"{'k':>2s} {'method':18s} {'HVPs':>6s} {'wall s':>8s} {'ms/HVP':>7s} {'HVPs/peer':>9s} {'wall/peer':>9s} "
           f"{'max rel err':>11s} {'max resid':>9s} {'conv':>5s}  values")
     for kk, label, n, w, per, rn, rw, err, resid, ok, vals in rows:
-        print(f"{kk:2d} {label:18s} {n:6d} {w:8.2f} {per * 1e3:7.1f} {rn:9.2f} {rw:9.2f} {err:11.2e} {resid:9.1e} {str(ok):>5s}  "
+        print(f"{kk:2d} {label:18s} {n:6d} {w:8.2f} {per * 1e3:7.1f} {rn:9.2f} {rw:9.2f} {err:11.2e} {resid:9.1e} {ok!s:>5s}  "
               + " ".join(f"{v:.5g}" for v in vals))
 
 

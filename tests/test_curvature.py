@@ -25,6 +25,9 @@ from sciprune.masks import set_masks
 
 F64 = torch.float64
 
+# torch's forward-mode AD scripts its own decompositions on first use (torch internals, not ours)
+pytestmark = pytest.mark.filterwarnings("ignore:`torch.jit.script` is deprecated:DeprecationWarning")
+
 # name, in, widths, out, activation, loss
 CASES = [
     ("tanh-1h-1-mse", 3, [6], 1, "tanh", "mse"),
@@ -243,7 +246,7 @@ def test_hutchinson_exact_with_all_sign_vectors():
     names = ["linear1.bias"]  # 4 coordinates: 16 probes
     H = dense_hessian(model, X, Y, loss, names=names)
     Z = torch.tensor(list(itertools.product([-1.0, 1.0], repeat=4)), dtype=F64)
-    est, se = cv.hutchinson_trace(model, (X, Y), loss=loss, names=names, probes=Z, chunk=5)
+    est, _ = cv.hutchinson_trace(model, (X, Y), loss=loss, names=names, probes=Z, chunk=5)
     assert est == pytest.approx(float(torch.trace(H)), rel=1e-12)
     diag = cv.hutchinson_diagonal(model, (X, Y), loss=loss, names=names, probes=Z)
     assert_close(diag["linear1.bias"], torch.diagonal(H), rtol=1e-12, what="diag, all signs")
@@ -253,15 +256,17 @@ def test_hutchinson_exact_with_all_sign_vectors():
 def test_hutchinson_is_unbiased_with_the_rademacher_variance(matrix):
     model, X, Y, loss = _problem(CASES[0])
     M = (dense_hessian if matrix == "hessian" else dense_ggn)(model, X, Y, loss)
-    m = 3000
+    m = 1500
     est, se = cv.hutchinson_trace(model, (X, Y), loss=loss, matrix=matrix, n_samples=m, seed=5, chunk=500)
     exact = float(torch.trace(M))
     # Var(z^T M z) = 2 sum_{i != j} M_ij^2 for Rademacher z
     sd = float(torch.sqrt(2 * ((M**2).sum() - (torch.diagonal(M) ** 2).sum())))
     assert abs(est - exact) < 4 * sd / np.sqrt(m)
-    assert se * np.sqrt(m) == pytest.approx(sd, rel=0.1)
-    again = cv.hutchinson_trace(model, (X, Y), loss=loss, matrix=matrix, n_samples=m, seed=5, chunk=7)
-    assert again[0] == pytest.approx(est, rel=1e-12)  # seeded, chunking-independent
+    assert se * np.sqrt(m) == pytest.approx(sd, rel=0.15)
+    # seeded, and independent of how the probes are chunked
+    a = cv.hutchinson_trace(model, (X, Y), loss=loss, matrix=matrix, n_samples=60, seed=5, chunk=60)
+    b = cv.hutchinson_trace(model, (X, Y), loss=loss, matrix=matrix, n_samples=60, seed=5, chunk=7)
+    assert a[0] == pytest.approx(b[0], rel=1e-12) and a[1] == pytest.approx(b[1], rel=1e-9)
 
 
 # --- exact GGN diagonal and K-FAC ---------------------------------------------------------------
@@ -298,7 +303,7 @@ def _kfac_reference(model, X, Y, loss):
     for layer in names:
         A = G = 0
         for x, t in zip(X, Y):
-            def run(delta, x=x):
+            def run(delta, x=x, layer=layer):
                 h, a_in = x[None], None
                 for cname, m in model.named_children():
                     if cname == layer:
@@ -313,7 +318,7 @@ def _kfac_reference(model, X, Y, loss):
             a = run(torch.zeros(zdim, dtype=F64))[1][0].detach()
             abar = torch.cat([a, torch.ones(1, dtype=F64)])
             y = model(x[None]).detach()
-            Hn = hessian(lambda yy: _loss(loss, yy, t[None]))(y)[0, :, 0, :]
+            Hn = hessian(lambda yy, t=t: _loss(loss, yy, t[None]))(y)[0, :, 0, :]
             A = A + torch.outer(abar, abar)
             G = G + Jz.T @ Hn @ Jz
         out[layer] = (A / X.shape[0], G / X.shape[0])
@@ -401,5 +406,11 @@ def test_errors_say_what_to_do():
         cv.ggn_diagonal(nn.Sequential(nn.Linear(3, 4), nn.Softmax(dim=1), nn.Linear(4, 1)).to(F64), (X, Y), loss=loss)
     with pytest.raises(SciPruneError, match="shape"):
         cv.hvp(model, (X, Y), torch.zeros(2, dtype=F64), loss=loss)
+    with pytest.raises(SciPruneError, match="which must be"):
+        cv.top_eigenpairs(model, (X, Y), loss=loss, which="SA")
+    with pytest.raises(SciPruneError, match="ncv must be"):
+        cv.top_eigenpairs(model, (X, Y), loss=loss, k=3, ncv=3)
+    with pytest.raises(SciPruneError, match="n_samples must be"):
+        cv.hutchinson_diagonal(model, (X, Y), loss=loss, n_samples=0)
     with pytest.raises(SciPruneError, match="factors must be"):
         cv.kfac_spectral_radius({})

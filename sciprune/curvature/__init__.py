@@ -24,10 +24,21 @@ from ._operators import CurvatureOperator, ggn_operator, ggnvp, hessian_operator
 from ._space import ParamSpace
 
 __all__ = [
-    "ParamSpace", "LOSSES",
-    "CurvatureOperator", "hessian_operator", "ggn_operator", "hvp", "ggnvp",
-    "EigResult", "top_eigenpairs", "power_iteration_eigs",
-    "hutchinson_trace", "hutchinson_diagonal",
-    "ggn_diagonal", "LinearChain",
-    "KFACFactor", "kfac_factors", "kfac_spectral_radius",
+    "LOSSES",
+    "CurvatureOperator",
+    "EigResult",
+    "KFACFactor",
+    "LinearChain",
+    "ParamSpace",
+    "ggn_diagonal",
+    "ggn_operator",
+    "ggnvp",
+    "hessian_operator",
+    "hutchinson_diagonal",
+    "hutchinson_trace",
+    "hvp",
+    "kfac_factors",
+    "kfac_spectral_radius",
+    "power_iteration_eigs",
+    "top_eigenpairs",
 ]

@@ -10,7 +10,7 @@ respect to ``z``. All products are batched over samples and cotangents (no per-s
 
 from __future__ import annotations
 
-from typing import Iterator
+from collections.abc import Iterator
 
 import torch
 from torch import nn

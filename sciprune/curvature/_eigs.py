@@ -11,8 +11,8 @@ It finds the eigenvalues of largest magnitude. Both start from vectors of a seed
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -23,10 +23,10 @@ from ..errors import SciPruneError
 from ._operators import CurvatureOperator
 from ._space import ParamSpace
 
-__all__ = ["EigResult", "top_eigenpairs", "power_iteration_eigs"]
+__all__ = ["EigResult", "power_iteration_eigs", "top_eigenpairs"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class EigResult:
     """Eigenpairs on a :class:`ParamSpace`.
 

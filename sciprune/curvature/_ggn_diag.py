@@ -11,7 +11,7 @@ This is the curvature of Optimal Brain Damage (LeCun, Denker & Solla 1990).
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import nn

@@ -10,7 +10,7 @@ exact, since ``sum_z z z^T = 2^d I``.
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from torch import nn
 from ..errors import SciPruneError
 from ._operators import CurvatureOperator
 
-__all__ = ["hutchinson_trace", "hutchinson_diagonal"]
+__all__ = ["hutchinson_diagonal", "hutchinson_trace"]
 
 
 def _probe_products(model, data, *, loss, matrix, names, n_samples, seed, probes, chunk, batch_size):

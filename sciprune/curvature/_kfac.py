@@ -18,8 +18,8 @@ dense layer (prune the rows/columns of an eigenvector yourself if needed).
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -33,7 +33,7 @@ from ._space import ParamSpace
 __all__ = ["KFACFactor", "kfac_factors", "kfac_spectral_radius"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class KFACFactor:
     """``A`` (in+1, in+1) input factor, ``G`` (out, out) output-gradient factor of one Linear layer."""
 

@@ -20,7 +20,7 @@ from torch import nn
 from ..batches import Batches, as_batches
 from ..errors import SciPruneError
 
-__all__ = ["LOSSES", "check_loss", "prepare", "loss_sum", "out_hessian_product", "out_hessian_sqrt", "sampled_out_grad"]
+__all__ = ["LOSSES", "check_loss", "loss_sum", "out_hessian_product", "out_hessian_sqrt", "prepare", "sampled_out_grad"]
 
 LOSSES = ("mse", "cross_entropy")
 

@@ -11,7 +11,7 @@ through ``vmap``. Operators act on the kept coordinates of a :class:`ParamSpace`
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -20,10 +20,17 @@ from torch import nn
 from torch.func import functional_call, grad, jvp, vjp, vmap
 
 from ..errors import SciPruneError
-from ._loss import check_loss, check_matrix, loss_sum, out_hessian_product, prepare, targets
+from ._loss import (
+    check_loss,
+    check_matrix,
+    loss_sum,
+    out_hessian_product,
+    prepare,
+    targets,
+)
 from ._space import ParamSpace
 
-__all__ = ["CurvatureOperator", "hessian_operator", "ggn_operator", "hvp", "ggnvp"]
+__all__ = ["CurvatureOperator", "ggn_operator", "ggnvp", "hessian_operator", "hvp"]
 
 
 class CurvatureOperator(LinearOperator):
