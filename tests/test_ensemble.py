@@ -11,9 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import sciprune
-from sciprune.errors import SciPruneError
-from sciprune.masks import get_masks
-from sciprune.training import TrainConfig, evaluate_loss, fit
 from sciprune.ensemble import (
     evaluate_ensemble,
     fit_ensemble,
@@ -25,6 +22,9 @@ from sciprune.ensemble import (
     stack_models,
     unstack,
 )
+from sciprune.errors import SciPruneError
+from sciprune.masks import get_masks
+from sciprune.training import TrainConfig, evaluate_loss, fit
 
 DT = torch.float64
 TOL = 1e-10
@@ -145,6 +145,36 @@ def test_prefetched_permutations_and_taskdata():
     hists = fit_ensemble(models, tasks, cfgs, prefetch=True)
     assert not math.isnan(hists[0].val_loss[-1])  # the TaskData brought its validation split
     _assert_same(models, refs, hists, ref_hists)
+
+
+@pytest.mark.parametrize("name", ["adam", "adamw", "sgd"])
+def test_optimizer_on_stacked_tensors_is_per_member(name):
+    """The premise of the engine: torch.optim on (M, ...) stacks = M separate optimisers (same steps)."""
+    from sciprune.training import _make_optimizer
+
+    cfg = TrainConfig(optimizer=name, lr=0.1, weight_decay=0.01, momentum=0.9)
+    g = torch.Generator().manual_seed(0)
+    stack = torch.randn(3, 5, 7, generator=g, dtype=DT, requires_grad=True)
+    singles = [stack[m].detach().clone().requires_grad_(True) for m in range(3)]
+    opt, opts = _make_optimizer([stack], cfg), [_make_optimizer([p], cfg) for p in singles]
+    for _ in range(4):
+        grads = torch.randn(3, 5, 7, generator=g, dtype=DT)
+        stack.grad = grads.clone()
+        opt.step()
+        for m, (p, o) in enumerate(zip(singles, opts)):
+            p.grad = grads[m].clone()
+            o.step()
+    for m in range(3):
+        torch.testing.assert_close(stack[m], singles[m], rtol=0, atol=1e-15)
+
+
+@pytest.mark.parametrize("n", [7, 1000, 70_000])
+def test_int32_permutations_into_rows_equal_fits_draws(n):
+    """The engine draws int32 permutations into rows of one buffer; fit draws int64 ones."""
+    buf = torch.empty((2, n), dtype=torch.int32)
+    for row, seed in zip(buf, (3, 4)):
+        torch.randperm(n, generator=torch.Generator().manual_seed(seed), out=row)
+        assert torch.equal(row.long(), torch.randperm(n, generator=torch.Generator().manual_seed(seed)))
 
 
 def test_parameters_updated_in_place_and_progress():

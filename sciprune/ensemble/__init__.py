@@ -4,7 +4,13 @@ Stacked parameters (``(M, *shape)`` per name), one batched forward, one optimise
 member by member the result equals :func:`sciprune.fit`. See :func:`fit_ensemble`.
 """
 
-from ._fit import ENSEMBLE_OPTIMIZERS, ENSEMBLE_SCHEDULES, evaluate_ensemble, fit_ensemble, fit_many
+from ._fit import (
+    ENSEMBLE_OPTIMIZERS,
+    ENSEMBLE_SCHEDULES,
+    evaluate_ensemble,
+    fit_ensemble,
+    fit_many,
+)
 from ._memory import member_bytes, members_per_batch
 from ._stack import (
     architecture_key,

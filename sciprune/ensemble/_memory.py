@@ -54,7 +54,7 @@ def member_bytes(
     B = int(n_points) if batch_size is None else min(int(batch_size), int(n_points))
     per = P * (3 + _STATE_COPIES[optimizer]) * item
     per += B * (n_in + 4 * sum(hidden) + 3 * n_out) * item
-    per += int(n_points) * ((0 if shared_x else n_in) + n_out) * item + int(n_points) * 8
+    per += int(n_points) * ((0 if shared_x else n_in) + n_out) * item + int(n_points) * 4  # int32 order
     return int(per)
 
 
