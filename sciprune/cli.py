@@ -331,6 +331,15 @@ def methods() -> None:
         click.echo(f"{name:16s} {c.summary}{extra}")
 
 
+def _register() -> None:
+    from .cli_diagnose import diagnose
+
+    cli.add_command(diagnose)
+
+
+_register()
+
+
 def main() -> None:
     cli(prog_name="sciprune")
 

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
 
 import sciprune
 from sciprune.diagnostics import loss_line, loss_map, plane_directions, psp_entropy
@@ -76,7 +75,7 @@ def test_line_endpoints_are_the_two_models(regression, classification):
 def test_directions_are_orthogonal_and_seeded(regression):
     a, b, *_ = regression
     d1, d2 = plane_directions(a, b, seed=4)
-    dot = lambda u, v: sum(float((u[k] * v[k]).sum()) for k in u)  # noqa: E731
+    dot = lambda u, v: sum(float((u[k] * v[k]).sum()) for k in u)
     n1, n2 = dot(d1, d1) ** 0.5, dot(d2, d2) ** 0.5
     assert abs(dot(d1, d2)) <= 1e-13 * n1 * n2 and n2 == pytest.approx(n1, rel=1e-13)
     for k, p in a.named_parameters():

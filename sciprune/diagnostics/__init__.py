@@ -6,5 +6,6 @@ and returns an :class:`xarray.Dataset` that :func:`sciprune.results.write_datase
 
 from .landscape import loss_line, loss_map, plane_directions
 from .psp import psp_entropy, psp_norms
+from .spectrum import hessian_summary
 
-__all__ = ["psp_norms", "psp_entropy", "loss_line", "loss_map", "plane_directions"]
+__all__ = ["psp_norms", "psp_entropy", "loss_line", "loss_map", "plane_directions", "hessian_summary"]

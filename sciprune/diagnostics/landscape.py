@@ -221,10 +221,12 @@ class _Evaluator:
             if counts is not None:
                 res = counts.finish()
                 nan = torch.full((P,), torch.nan, dtype=torch.float64)
-                for key, f in (("mean_psp_sq", lambda r: r["psp_sq"].mean(-1)),
-                               ("mean_entropy", lambda r: r["entropy"].mean(-1) if "entropy" in r else nan),
-                               ("mean_pair_entropy", lambda r: _pair_mean(r["pair_entropy"]) if "pair_entropy" in r else nan)):
-                    out.setdefault(key, []).append(torch.stack([f(r).cpu() for r in res], -1).numpy())
+                means = {"mean_psp_sq": [r["psp_sq"].mean(-1).cpu() for r in res],
+                         "mean_entropy": [r["entropy"].mean(-1).cpu() if "entropy" in r else nan for r in res],
+                         "mean_pair_entropy": [_pair_mean(r["pair_entropy"]).cpu() if "pair_entropy" in r else nan
+                                               for r in res]}
+                for key, v in means.items():
+                    out.setdefault(key, []).append(torch.stack(v, -1).numpy())
         return {k: np.concatenate(v) for k, v in out.items()}
 
     def evaluate(self, points, test_data, *, psp: bool) -> dict[str, np.ndarray]:
@@ -252,7 +254,8 @@ def _stack(weights: list[tuple[np.ndarray, dict[str, torch.Tensor]]]) -> dict[st
         acc = None
         for coef, vec in weights:
             c = torch.as_tensor(coef, dtype=ref.dtype, device=ref.device).reshape(-1, *([1] * ref.ndim))
-            acc = c * vec[k] if acc is None else acc + c * vec[k]
+            v = vec[k].to(dtype=ref.dtype, device=ref.device)  # model_b may live elsewhere
+            acc = c * v if acc is None else acc + c * v
         out[k] = acc
     return out
 

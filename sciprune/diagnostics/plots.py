@@ -5,8 +5,8 @@ Each function draws with matplotlib's Agg backend, writes a PNG to ``path`` and 
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 import xarray as xr
