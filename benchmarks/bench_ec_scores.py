@@ -27,29 +27,15 @@ Run:  python benchmarks/bench_ec_scores.py --device cpu --threads 2
 from __future__ import annotations
 
 import argparse
-import platform
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from _common import setup, timed
 
 import sciprune
 from sciprune.batches import as_batches
 from sciprune.models import linear_chain
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device) -> float:
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t0
 
 
 def fwd_bwd(model, X, Y, batch: int, loss: str) -> None:
@@ -105,7 +91,7 @@ def run_case(title, model, X, Y, *, loss, batch, variants, repeats, warmup, exac
     names = list(work)
     for r in range(warmup + repeats):
         order = names[r % len(names):] + names[: r % len(names)]
-        t = {k: _timed(work[k][0], device) for k in order}
+        t = {k: timed(work[k][0], device) for k in order}
         if r >= warmup:
             for k in names:
                 times[k].append(t[k])
@@ -119,7 +105,7 @@ def run_case(title, model, X, Y, *, loss, batch, variants, repeats, warmup, exac
         Xs, Ys = X[:exact_n], Y[:exact_n]
         nw = sum(p.numel() for n_, p in model.named_parameters() if n_.endswith("weight"))
         sciprune.scores(model, "ec-exact", (Xs[:64], Ys[:64]), max_weights=nw)  # warm-up
-        t = _timed(lambda: sciprune.scores(model, "ec-exact", (Xs, Ys), max_weights=nw), device)
+        t = timed(lambda: sciprune.scores(model, "ec-exact", (Xs, Ys), max_weights=nw), device)
         fl = exact_flops(model, exact_n)
         full = t * n / exact_n
         base = statistics.median(times["fwd+bwd"])
@@ -142,15 +128,7 @@ def main() -> None:
     ap.add_argument("--probes", type=int, nargs="*", default=[1, 4], help="probe counts for (b)")
     ap.add_argument("--only", choices=["a", "b"], default=None)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype)
-    name = platform.processor() or platform.machine()
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    print(f"device: {device} ({name}); torch {torch.__version__}; threads {torch.get_num_threads()}; "
-          f"dtype {args.dtype}; sciprune {sciprune.__version__}")
+    device, dtype = setup(args)
     g = torch.Generator().manual_seed(0)
     if args.only in (None, "a"):
         model = sciprune.MLP(2, [40] * 6, 1, "tanh", seed=0).to(device, dtype)

@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import time
 
 import torch
 import torch.nn.functional as F
+from _common import timed
 from torch.utils.data import DataLoader, TensorDataset
 
 import sciprune
@@ -43,11 +43,6 @@ except ImportError:  # run from elsewhere
 
     def cpu_model() -> str:
         return platform.processor() or "unknown CPU"
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def make_model(seed: int, device, dtype) -> torch.nn.Module:
@@ -74,14 +69,6 @@ def plain_loop(model, X_cpu, Y_cpu, device, batch, epochs, lr, seed) -> None:
             opt.zero_grad(set_to_none=True)
             F.mse_loss(model(xb), yb).backward()
             opt.step()
-
-
-def timed(fn, device) -> float:
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t0
 
 
 def main(argv=None) -> None:

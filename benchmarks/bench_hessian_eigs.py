@@ -28,20 +28,15 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import time
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+from _common import setup, sync
 
 import sciprune
 from sciprune import curvature as cv
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def train(model, X, Y, steps: int) -> float:
@@ -60,7 +55,7 @@ def run_case(title, model, X, Y, *, loss, k, tol, batch, seed, device):
     n_params = sum(p.numel() for p in model.parameters())
     print(f"\n{title}: {X.shape[0]} samples, {n_params} parameters, batch {batch or X.shape[0]}, tol {tol:g}")
     common = {"loss": loss, "batch_size": batch, "seed": seed}
-    _sync(device)
+    sync(device)
     ref = cv.top_eigenpairs(model, (X, Y), k=k, tol=1e-8, **common)
     print(f"reference (Lanczos, tol 1e-8, {ref.n_products} products, {ref.wall_s:.1f} s): "
           + " ".join(f"{v:.6g}" for v in ref.values))
@@ -68,9 +63,9 @@ def run_case(title, model, X, Y, *, loss, k, tol, batch, seed, device):
     for kk in (k, 1):
         res = {}
         for label, fn in (("lanczos (eigsh)", cv.top_eigenpairs), ("power iteration", cv.power_iteration_eigs)):
-            _sync(device)
+            sync(device)
             r = fn(model, (X, Y), k=kk, tol=tol, **common)
-            _sync(device)
+            sync(device)
             err = float(np.max(np.abs(r.values - ref.values[:kk]) / np.abs(ref.values[:kk])))
             res[label] = (r, err)
         peer = res["power iteration"][0]
@@ -98,15 +93,7 @@ def main() -> None:
     ap.add_argument("--n-class", type=int, default=10000)
     ap.add_argument("--only", choices=["a", "b"], default=None)
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype)
-    name = platform.processor() or platform.machine()
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    print(f"device: {device} ({name}); torch {torch.__version__}; threads {torch.get_num_threads()}; "
-          f"dtype {args.dtype}; sciprune {sciprune.__version__}")
+    device, dtype = setup(args)
     g = torch.Generator().manual_seed(0)
     if args.only in (None, "a"):
         model = sciprune.MLP(2, [40] * 6, 1, "tanh", seed=0).to(device, dtype)

@@ -31,6 +31,7 @@ import time
 
 import torch
 import torch.nn.functional as F
+from _common import sync
 from torch import nn
 from torch.nn.utils import prune as tprune
 
@@ -39,11 +40,6 @@ from sciprune.masks import enforce, mask_grads
 from sciprune.models import linear_chain
 
 VARIANTS = ("dense", "sciprune", "torch.prune")
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def step_flops(model: nn.Module, batch: int) -> float:
@@ -93,26 +89,26 @@ def bench_case(title, base, X, Y, loss_fn, *, steps, repeats, warmup, device, ra
     variants = make_variants(base, ratio, lr)
     for name, (model, opt, step) in variants.items():
         run_steps(model, opt, step, X, Y, loss_fn, warmup)
-    _sync(device)
+    sync(device)
     times = {name: [] for name in variants}
     mask_ops = []
     for r in range(repeats):
         order = VARIANTS[r % 3 :] + VARIANTS[: r % 3]
         for name in order:
             model, opt, step = variants[name]
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             run_steps(model, opt, step, X, Y, loss_fn, steps)
-            _sync(device)
+            sync(device)
             times[name].append((time.perf_counter() - t0) / steps * 1e3)
         # the two in-place products MaskedStep adds to a step, timed alone (an estimate of (b) - (a))
         pairs = variants["sciprune"][2].pairs
-        _sync(device)
+        sync(device)
         t0 = time.perf_counter()
         for _ in range(steps):
             mask_grads(pairs)
             enforce(pairs)
-        _sync(device)
+        sync(device)
         mask_ops.append((time.perf_counter() - t0) / steps * 1e3)
     flops = step_flops(base, X.shape[0])
     zeros = check_masks_held(variants)

@@ -21,29 +21,16 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import statistics
 import time
 
 import torch
+from _common import setup, timed
 
 import sciprune
 from sciprune.batches import as_batches
 from sciprune.diagnostics import psp_entropy, psp_norms
 from sciprune.models import linear_chain
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(fn, device) -> float:
-    _sync(device)
-    t0 = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - t0
 
 
 @torch.no_grad()
@@ -96,15 +83,7 @@ def main() -> None:
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--peer-n", type=int, default=2000, help="samples for the per-pair loop peer; 0 skips")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
-    dtype = getattr(torch, args.dtype)
-    name = platform.processor() or platform.machine()
-    if device.type == "cuda":
-        name = torch.cuda.get_device_name(device)
-    print(f"device: {device} ({name}); torch {torch.__version__}; threads {torch.get_num_threads()}; "
-          f"dtype {args.dtype}; sciprune {sciprune.__version__}")
+    device, dtype = setup(args)
     g = torch.Generator().manual_seed(0)
     K = 10
     model = sciprune.lenet_300_100(784, K, seed=0).to(device, dtype)
@@ -126,7 +105,7 @@ def main() -> None:
     ratios = {k: [] for k in names}
     for r in range(args.warmup + args.repeats):
         order = names[r % len(names):] + names[: r % len(names)]
-        t = {k: _timed(work[k][0], device) for k in order}
+        t = {k: timed(work[k][0], device) for k in order}
         if r >= args.warmup:
             for k in names:
                 times[k].append(t[k])
@@ -139,9 +118,9 @@ def main() -> None:
     if args.peer_n:
         n = min(args.peer_n, args.n)
         Xs, Ys = X[:n], Y[:n]
-        lib_t = min(_timed(lambda: psp_entropy(model, (Xs, Ys)), device) for _ in range(3))
+        lib_t = min(timed(lambda: psp_entropy(model, (Xs, Ys)), device) for _ in range(3))
         ds = psp_entropy(model, (Xs, Ys))
-        fwd_t = min(_timed(lambda: forward(model, Xs, B), device) for _ in range(3))
+        fwd_t = min(timed(lambda: forward(model, Xs, B), device) for _ in range(3))
         t0 = time.perf_counter()
         ref = pair_loop(model.cpu(), Xs.cpu(), Ys.cpu(), K)
         peer_t = time.perf_counter() - t0
