@@ -181,7 +181,7 @@ def fit(
     model.train()
     for epoch in range(1, int(config.epochs) + 1):
         order = torch.randperm(n, generator=gen).to(device) if bs < n else None
-        running, seen = 0.0, 0
+        running, seen = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device: no sync per step
         for s in range(0, n, bs):
             if order is None:
                 xb, yb = X, Y
@@ -200,9 +200,9 @@ def fit(
             else:
                 value = closure()
                 step()
-            running += float(value.detach()) * xb.shape[0]
+            running += value.detach().to(torch.float64) * xb.shape[0]
             seen += xb.shape[0]
-        train_loss = running / seen
+        train_loss = float(running) / seen
         if not math.isfinite(train_loss):
             raise SciPruneError(f"training diverged at epoch {epoch} (loss {train_loss}); lower the learning rate")
         if epoch % config.eval_every == 0 or epoch == config.epochs:
