@@ -39,8 +39,14 @@ def _ints(text: str | None) -> list[int] | None:
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="sciprune")
-def cli() -> None:
+@click.option("--threads", default=None, type=click.IntRange(min=1),
+              help="CPU threads torch may use (default: torch's choice). On a shared machine 1 is often fastest.")
+def cli(threads) -> None:
     """Prune the fully-connected surrogates of physical simulations."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 # ----------------------------------------------------------------------------- generate

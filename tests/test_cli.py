@@ -149,3 +149,17 @@ def test_prune_compensate_flag(tmp_path):
     assert not biases[("--compensate", "magnitude")].equal(base)
     assert biases[("--no-compensate", "ec")].equal(base)
     assert biases[(None, "magnitude")].equal(base)
+
+
+def test_threads_option_sets_torch_threads():
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        res = CliRunner().invoke(cli, ["--threads", "2", "methods"])
+        assert res.exit_code == 0, res.output
+        assert torch.get_num_threads() == 2
+        res = CliRunner().invoke(cli, ["--threads", "0", "methods"])
+        assert res.exit_code == 2
+    finally:
+        torch.set_num_threads(before)
