@@ -11,21 +11,8 @@ from pathlib import Path
 
 import click
 
-from .errors import SciPruneError
-
-
-class UserError(click.ClickException):
-    """A user mistake: printed as one line, exit code 2."""
-
-    exit_code = 2
-
-
-class _Group(click.Group):
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except SciPruneError as err:
-            raise UserError(str(err)) from None
+from ._cli_base import Group as _Group
+from ._cli_base import UserError
 
 
 def _ints(text: str | None) -> list[int] | None:
@@ -339,8 +326,10 @@ def methods() -> None:
 
 def _register() -> None:
     from .cli_diagnose import diagnose
+    from .cli_sweep import sweep
 
     cli.add_command(diagnose)
+    cli.add_command(sweep)
 
 
 _register()

@@ -11,16 +11,12 @@ from pathlib import Path
 
 import click
 
+from ._cli_base import Group, UserError
+
 __all__ = ["diagnose"]
 
 
-def _group_cls():
-    from .cli import _Group
-
-    return _Group
-
-
-@click.group(cls=_group_cls())
+@click.group(cls=Group)
 def diagnose() -> None:
     """Why a solution generalises: Hessian spectrum, loss landscapes, PSP-entropy."""
 
@@ -29,7 +25,7 @@ def _load(model_path: str, device: str, max_points: int | None, seed: int):
     """The saved model, its training data (optionally a seeded subsample) and its test data, and the loss."""
     import torch
 
-    from .cli import UserError, _reload_task
+    from .cli import _reload_task
     from .pipeline import resolve_device
     from .surrogate import load
 
@@ -134,7 +130,6 @@ def psp_cmd(model_path, bins, order, out, device, max_points, seed) -> None:
 
 
 def _pair(text: str, name: str, cast=float) -> tuple:
-    from .cli import UserError
 
     try:
         a, b = (cast(v) for v in text.split(","))
@@ -160,7 +155,6 @@ def landscape_cmd(model_a, model_b, points, grid, alpha_span, beta_span, filter_
     Both models are taken in the dense parameter space (a pruned one is its weights with zeros);
     the data are MODEL_A's.
     """
-    from .cli import UserError
     from .diagnostics import loss_line, loss_map
     from .diagnostics.plots import plot_loss_line, plot_loss_map
     from .surrogate import load

@@ -9,7 +9,6 @@ versions in its attributes, written atomically, plus figures and portable surrog
 from __future__ import annotations
 
 import copy
-from dataclasses import replace
 import json
 import time
 from pathlib import Path
@@ -22,7 +21,7 @@ import xarray as xr
 from .config import Case, ModelSpec, TrainSpec
 from .errors import SciPruneError
 from .models import MLP, lenet_300_100
-from .pruning import PrunePlan, apply_plan, ec_shifts, plan
+from .pruning import Planner, apply_plan
 from .results import versions, write_dataset
 from .tasks import LoadedTask, build_task, ensure_data
 from .training import TrainConfig, fit
@@ -218,21 +217,10 @@ def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype,
     fields = {}
     if snapshot:
         fields = {"clean data": loaded.clean_field, "noisy data": loaded.noisy_field, "dense": predict_field(dense, loaded)}
-    plans: dict[str, PrunePlan] = {}  # one scoring of the dense network per method
-    common_shifts: dict = {}  # EC shifts for rankings that do not compensate themselves
+    planner = Planner(dense, task, seed=seed, options=case.prune.options)  # one scoring per method
     for k, (label, method, compensate) in enumerate(variants):
         bar.set_postfix_str(f"{where} {label} scoring")
-        if method not in plans:
-            plans[method] = plan(dense, method, task, seed=seed, **case.prune.options.get(method, {}))
-        base = plans[method]
-        if compensate is False:
-            variant_plan = replace(base, shifts=None)
-        elif compensate is True and not base.shifts:
-            if not common_shifts:
-                common_shifts.update(ec_shifts(dense, task, seed=seed))
-            variant_plan = replace(base, shifts=common_shifts)
-        else:
-            variant_plan = base
+        variant_plan = planner(method, compensate)
         for r, ratio in enumerate(ratios):
             bar.set_postfix_str(f"{where} {label} r={ratio:g}")
             model = copy.deepcopy(dense)

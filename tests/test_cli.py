@@ -163,3 +163,12 @@ def test_threads_option_sets_torch_threads():
         assert res.exit_code == 2
     finally:
         torch.set_num_threads(before)
+
+
+def test_module_entry_point_runs():
+    import subprocess
+    import sys
+
+    res = subprocess.run([sys.executable, "-m", "sciprune.cli", "--help"], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "diagnose" in res.stdout and "sweep" in res.stdout

@@ -55,3 +55,19 @@ def test_bad_scope_is_refused_before_scoring():
     with pytest.raises(SciPruneError, match="scope"):
         prune(MLP(2, [8], 1, "tanh", seed=0), "ec-exact", 0.5, None, scope="row")
 
+
+
+def test_planner_scores_once_and_derives_variants():
+    from sciprune.pruning import Planner
+
+    dense = MLP(2, [8, 8], 1, "tanh", seed=1).double()
+    data = _data()
+    planner = Planner(dense, data, seed=3)
+    base = planner("ec")
+    assert planner("ec") is base and planner("ec", None) is base  # cached: scored once
+    assert planner("ec", False).shifts is None and planner("ec", False).scores is base.scores
+    with_shift = planner("magnitude", True)
+    ref = plan(dense, "magnitude", data, compensate=True, seed=3)
+    for n in ref.shifts:
+        assert torch.equal(with_shift.shifts[n], ref.shifts[n])
+    assert planner("gradient", True).shifts is with_shift.shifts  # EC shifts computed once for all methods

@@ -1,0 +1,115 @@
+"""The runs of a sweep: one cell of (architecture, noise level, seed, variant, ratio) each.
+
+A *run* is the smallest unit a sweep stores: the dense network of an (arch, noise, seed), one pruned
+and fine-tuned copy of it for a (variant, ratio), or one scratch baseline for a ratio. Its key is a
+hash of the resolved configuration that determines its numbers (data, noise law and level, model,
+training and fine-tuning, seed, method, compensation, options, ratio, scope, dtype), never of the
+output folder, the device or the architecture's *name*: a run stored once is found again by any
+sweep that would compute the same thing, and a changed case simply has new keys.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal, Optional
+
+from ..config import Case
+from ..errors import ConfigError
+
+__all__ = ["Run", "build_grid", "check_case", "noise_levels"]
+
+Kind = Literal["dense", "prune", "scratch"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One stored unit of a sweep; ``label``/``method``/``compensate`` are set for ``prune`` runs only,
+    ``ratio`` for ``prune`` and ``scratch`` runs."""
+
+    key: str
+    kind: Kind
+    arch: str
+    noise: float
+    seed: int
+    label: Optional[str] = None
+    method: Optional[str] = None
+    compensate: Optional[bool] = None
+    ratio: Optional[float] = None
+
+    @property
+    def block(self) -> tuple[str, float, int]:
+        """The dense model this run belongs to: (arch, noise, seed)."""
+        return (self.arch, self.noise, self.seed)
+
+
+def noise_levels(case: Case) -> list[float]:
+    """The noise levels a case runs (classification has none), as in ``sciprune run``."""
+    return list(case.noise.levels) if case.data.kind == "pdebench" else [0.0]
+
+
+def _digest(obj: dict) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:24]
+
+
+def _base(case: Case, arch: str, level: float, seed: int) -> dict:
+    """What every run of a dense model depends on. Noise of level 0 is no noise, whatever its kind."""
+    return {
+        "data": case.data.model_dump(mode="json"),
+        "noise": {"kind": case.noise.kind if level else "none", "level": float(level)},
+        "model": case.models[arch].model_dump(mode="json"),
+        "train": case.train.model_dump(mode="json"),
+        "seed": int(seed),
+        "dtype": case.dtype,
+    }
+
+
+def build_grid(case: Case) -> list[Run]:
+    """Every run of ``case`` in a fixed order: per (arch, noise, seed) the dense run, then each
+    variant x ratio, then the scratch baselines (if ``[baseline] scratch = true``)."""
+    p = case.prune
+    runs: list[Run] = []
+    for arch in case.models:
+        for level in noise_levels(case):
+            for seed in case.seeds:
+                base = _base(case, arch, level, seed)
+                runs.append(Run(_digest({"run": "dense", **base}), "dense", arch, level, seed))
+                for label, method, compensate in p.variants:
+                    for ratio in p.ratios:
+                        key = _digest({"run": "prune", **base, "finetune": case.finetune.model_dump(mode="json"),
+                                       "method": method, "compensate": compensate,
+                                       "options": p.options.get(method, {}), "ratio": float(ratio), "scope": p.scope})
+                        runs.append(Run(key, "prune", arch, level, seed, label, method, compensate, ratio))
+                if case.baseline.scratch:
+                    for ratio in p.ratios:
+                        key = _digest({"run": "scratch", **base, "ratio": float(ratio)})
+                        runs.append(Run(key, "scratch", arch, level, seed, ratio=ratio))
+    return runs
+
+
+def check_case(case: Case, *, local: bool = True) -> None:
+    """Checks beyond the case schema, made before any run starts; a :class:`ConfigError` naming the key.
+
+    (Methods, ratios and options are already checked by :func:`sciprune.config.load_case`.) With
+    ``local=False`` (a cluster computes) the device is not checked here but on the workers.
+    """
+    d = case.data
+    if d.kind == "pdebench":
+        if not Path(d.file).exists():
+            if d.generate is None:
+                raise ConfigError(f"data.file: {d.file} does not exist and the case has no [data.generate] "
+                                  "section to make it; fix the path or add [data.generate]")
+            if d.sample >= d.generate.samples:
+                raise ConfigError(f"data.sample = {d.sample} but data.generate.samples = {d.generate.samples}; "
+                                  "the sample must be one of the generated ones")
+        elif not Path(d.file).is_file():
+            raise ConfigError(f"data.file: {d.file} is not a file")
+    if local and case.device.startswith("cuda"):
+        import torch
+
+        if not torch.cuda.is_available():
+            raise ConfigError(f"device: {case.device!r} requested but no CUDA device is available; use device = 'cpu'")
+    if not case.models:
+        raise ConfigError("model: the case has no architecture")
