@@ -15,6 +15,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_close
 from torch.func import functional_call, jacrev, vmap
 
 import sciprune
@@ -45,22 +46,6 @@ def _problem(case, n=60, seed=0, dtype=F64):
     X = torch.randn(n, n_in, generator=g, dtype=F64).to(dtype)
     Y = torch.randn(n, n_out, generator=g, dtype=F64).to(dtype)
     return model, X, Y
-
-
-def assert_close(actual, expected, *, rtol=1e-9, what=""):
-    """Compare with a tolerance relative to the largest reference entry; say where they differ."""
-    actual, expected = actual.detach().to(F64), expected.detach().to(F64)
-    assert actual.shape == expected.shape, f"{what}: shapes {tuple(actual.shape)} vs {tuple(expected.shape)}"
-    assert bool(torch.isfinite(actual).all()), f"{what}: non-finite entries"
-    scale = max(float(expected.abs().max()), 1e-300)
-    err = (actual - expected).abs()
-    bad = err > rtol * scale
-    if bool(bad.any()):
-        idx = tuple(int(i) for i in torch.nonzero(bad)[0])
-        raise AssertionError(
-            f"{what}: {int(bad.sum())} entries differ (max abs err {float(err.max()):.3e}, scale {scale:.3e}); "
-            f"first at {idx}: {float(actual[idx]):.17g} vs {float(expected[idx]):.17g}"
-        )
 
 
 def _jacobians(model, X):

@@ -15,6 +15,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import assert_close
 from torch import nn
 from torch.func import functional_call, hessian, jacrev
 
@@ -95,23 +96,6 @@ def kept_index(model, names=None):
         m = model.get_submodule(mod)._buffers.get(f"{attr}_mask")
         keep.append(torch.ones(p.numel(), dtype=torch.bool) if m is None else m.reshape(-1))
     return torch.nonzero(torch.cat(keep), as_tuple=True)[0]
-
-
-def assert_close(actual, expected, *, rtol=1e-9, what=""):
-    """Compare with a tolerance relative to the largest reference entry; say where they differ."""
-    actual = torch.as_tensor(actual).detach().to(F64)
-    expected = torch.as_tensor(expected).detach().to(F64)
-    assert actual.shape == expected.shape, f"{what}: shapes {tuple(actual.shape)} vs {tuple(expected.shape)}"
-    assert bool(torch.isfinite(actual).all()), f"{what}: non-finite entries"
-    scale = max(float(expected.abs().max()), 1e-300)
-    err = (actual - expected).abs()
-    bad = err > rtol * scale
-    if bool(bad.any()):
-        idx = tuple(int(i) for i in torch.nonzero(bad)[0])
-        raise AssertionError(
-            f"{what}: {int(bad.sum())} entries differ (max abs err {float(err.max()):.3e}, scale {scale:.3e}); "
-            f"first at {idx}: {float(actual[idx]):.17g} vs {float(expected[idx]):.17g}"
-        )
 
 
 def _masked(model, frac=0.4, seed=3):
