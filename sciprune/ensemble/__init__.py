@@ -1,7 +1,8 @@
 """The ensemble engine: train many same-shaped small networks at once.
 
 Stacked parameters (``(M, *shape)`` per name), one batched forward, one optimiser step on the stacks;
-member by member the result equals :func:`sciprune.fit`. See :func:`fit_ensemble`.
+member by member the result equals :func:`sciprune.fit`. See :func:`fit_ensemble`; scoring and
+pruning of the members likewise: :func:`score_ensemble`, :func:`prune_ensemble`.
 """
 
 from ._fit import (
@@ -12,6 +13,7 @@ from ._fit import (
     fit_many,
 )
 from ._memory import member_bytes, members_per_batch
+from ._prune import BATCHED_METHODS, prune_ensemble, score_ensemble
 from ._stack import (
     architecture_key,
     ensemble_forward,
@@ -27,5 +29,6 @@ __all__ = [
     "stack_models", "stack_masks", "unstack", "ensemble_forward", "is_plain_chain",
     "architecture_key", "group_by_architecture",
     "member_bytes", "members_per_batch",
+    "score_ensemble", "prune_ensemble", "BATCHED_METHODS",
     "ENSEMBLE_OPTIMIZERS", "ENSEMBLE_SCHEDULES",
 ]
