@@ -398,3 +398,18 @@ def test_errors_say_what_to_do():
         cv.hutchinson_diagonal(model, (X, Y), loss=loss, n_samples=0)
     with pytest.raises(SciPruneError, match="factors must be"):
         cv.kfac_spectral_radius({})
+
+
+def test_kfac_spectral_radius_of_a_singular_float32_factor():
+    """A pruned layer's factors are singular with repeated eigenvalues: the radius still comes out."""
+    from sciprune.curvature import KFACFactor, kfac_spectral_radius
+
+    A = torch.zeros(301, 301, dtype=torch.float32)
+    A[-1, -1] = 1.0  # a layer whose inputs are all zero: only the bias column is alive
+    A[:5, :5] = 2e-7 * torch.eye(5)
+    G = torch.zeros(100, 100, dtype=torch.float32)
+    G[3, 3] = 4.0
+    value, layer, vec = kfac_spectral_radius({"linear1": KFACFactor(A=A, G=G, weight="linear1.weight", bias="linear1.bias")})
+    assert value == pytest.approx(4.0) and layer == "linear1"
+    assert vec.dtype == torch.float32 and vec.shape == (100, 301)
+    assert float(vec[3, -1].abs()) == pytest.approx(1.0)

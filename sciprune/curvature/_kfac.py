@@ -98,9 +98,20 @@ def kfac_spectral_radius(factors: Mapping[str, KFACFactor]) -> tuple[float, str,
         raise SciPruneError("factors must be a non-empty dict layer -> KFACFactor, got an empty one; use kfac_factors(...)")
     best = None
     for name, f in factors.items():
-        la, ua = torch.linalg.eigh(f.A)
-        lg, ug = torch.linalg.eigh(f.G)
-        value = float(la[-1]) * float(lg[-1])
+        la, ua = _top_eigenpair(f.A)
+        lg, ug = _top_eigenpair(f.G)
+        value = la * lg
         if best is None or value > best[0]:
-            best = (value, name, torch.outer(ug[:, -1], ua[:, -1]))
+            best = (value, name, torch.outer(ug, ua).to(device=f.G.device, dtype=f.G.dtype))
     return best
+
+
+def _top_eigenpair(M: torch.Tensor) -> tuple[float, torch.Tensor]:
+    """Largest eigenvalue and its eigenvector of a symmetric factor, solved in float64 on the CPU.
+
+    Factors of pruned or saturated layers can be singular with many repeated eigenvalues, on which
+    float32 ``eigh`` may fail to converge; float64 of the symmetrised matrix does not.
+    """
+    S = M.detach().to(device="cpu", dtype=torch.float64)
+    lam, vec = torch.linalg.eigh((S + S.T) / 2)
+    return float(lam[-1]), vec[:, -1]
