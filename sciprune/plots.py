@@ -61,20 +61,30 @@ def plot_loss_vs_ratio(ds: xr.Dataset, path: str | Path, *, metric: str = "test_
     return path
 
 
-def plot_fields(fields: dict[str, np.ndarray], x: np.ndarray, t: np.ndarray, path: str | Path, *, title: str = "") -> Path:
-    """Heat maps of u(x, t), one panel per entry of ``fields`` (each (Nt, Nx)), on one colour scale."""
+def plot_fields(fields: dict[str, np.ndarray], x: np.ndarray, t: np.ndarray, path: str | Path, *, title: str = "",
+                columns: int = 5) -> Path:
+    """Heat maps of u(x, t), one panel per entry of ``fields`` (each (Nt, Nx)), on one colour scale,
+    ``columns`` panels to a row."""
     plt = _pyplot()
     n = len(fields)
-    fig, axes = plt.subplots(1, n, figsize=(2.8 * n + 1.0, 3.2), squeeze=False, sharey=True, layout="constrained")
+    cols = min(n, columns)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.8 * cols + 1.0, 2.9 * rows + 0.3), squeeze=False, sharex=True,
+                             sharey=True, layout="constrained")
     values = list(fields.values())
     vmin = min(float(np.min(v)) for v in values)
     vmax = max(float(np.max(v)) for v in values)
-    for ax, (name, u) in zip(axes[0], fields.items()):
+    flat = axes.ravel()
+    for ax, (name, u) in zip(flat, fields.items()):
         im = ax.pcolormesh(x, t, u, shading="auto", vmin=vmin, vmax=vmax, cmap="viridis")
         ax.set_title(name, fontsize=9)
+    for ax in flat[n:]:
+        ax.set_visible(False)
+    for ax in axes[-1]:
         ax.set_xlabel("x")
-    axes[0][0].set_ylabel("t")
-    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.9, label="u", pad=0.01)
+    for ax in axes[:, 0]:
+        ax.set_ylabel("t")
+    fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.9, label="u", pad=0.01)
     if title:
         fig.suptitle(title, fontsize=10)
     path = Path(path)

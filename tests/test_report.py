@@ -61,3 +61,15 @@ def test_report_cli_and_errors(tmp_path):
                          ([str(write_dataset(xr.Dataset({"x": ("i", [1.0])}), tmp_path / "other.nc"))], "not a sciprune study")]:
         res = CliRunner().invoke(cli, ["report", *args])
         assert res.exit_code == 2 and needle in res.output and "Traceback" not in res.output, res.output
+
+
+def test_field_panels_wrap_into_rows(tmp_path):
+    import matplotlib.image as mpimg
+
+    from sciprune.plots import plot_fields
+
+    x, t = np.linspace(0, 1, 16), np.linspace(0, 500, 11)
+    fields = {f"panel {i}": np.outer(t, x) * i for i in range(7)}
+    wide = mpimg.imread(plot_fields(fields, x, t, tmp_path / "a.png", columns=7))
+    wrapped = mpimg.imread(plot_fields(fields, x, t, tmp_path / "b.png", columns=3))
+    assert wrapped.shape[0] > wide.shape[0] and wrapped.shape[1] < wide.shape[1]  # 3 rows of 3, not 1 row of 7
