@@ -57,7 +57,8 @@ def _summary(ds: xr.Dataset, metric: str, ranks: xr.Dataset, figures: list[str])
     lines = [f"# Study report: {ds.attrs.get('case', {}).get('name', '') if isinstance(ds.attrs.get('case'), dict) else ''}".rstrip(": "), ""]
     lines += [
         f"Metric: `{metric}` ({'lower' if _lower_is_better(metric) else 'higher'} is better), mean over "
-        f"{ds.sizes['seed']} seed(s) {list(map(int, ds['seed'].values))}; ± is the standard deviation over seeds.",
+        f"{ds.sizes['seed']} seed(s) {list(map(int, ds['seed'].values))}"
+        + ("; ± is the standard deviation over seeds." if ds.sizes["seed"] > 1 else " (no spread with one seed)."),
         f"Methods: {', '.join(map(str, ds['method'].values))}.",
     ]
     if "units" in ds.attrs:
@@ -79,7 +80,7 @@ def _summary(ds: xr.Dataset, metric: str, ranks: xr.Dataset, figures: list[str])
                     r = ranks.sel(sel)
                     best = str(r["mean"]["method"].values[int(np.argmin(r["rank"].values))])
                     m, s = float(r["mean"].sel({"method": best})), float(r["std"].sel({"method": best}))
-                    cell = f"{best} {_fmt(m)} ± {_fmt(s)}"
+                    cell = f"{best} {_fmt(m)}" + (f" ± {_fmt(s)}" if ds.sizes["seed"] > 1 else "")
                     if f"scratch_{metric}" in ds:
                         sc = float(ds[f"scratch_{metric}"].sel({"arch": arch, "noise": lvl, "ratio": ratio}).mean())
                         cell += f" (scratch {_fmt(sc)})"

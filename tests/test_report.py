@@ -73,3 +73,9 @@ def test_field_panels_wrap_into_rows(tmp_path):
     wide = mpimg.imread(plot_fields(fields, x, t, tmp_path / "a.png", columns=7))
     wrapped = mpimg.imread(plot_fields(fields, x, t, tmp_path / "b.png", columns=3))
     assert wrapped.shape[0] > wide.shape[0] and wrapped.shape[1] < wide.shape[1]  # 3 rows of 3, not 1 row of 7
+
+
+def test_one_seed_reports_no_spread(tmp_path):
+    path = write_dataset(_results().isel(seed=[0]), tmp_path / "results.nc")
+    text = report(path).read_text()
+    assert "±" not in text and "no spread with one seed" in text
