@@ -21,8 +21,37 @@ def diagnose() -> None:
     """Why a solution generalises: Hessian spectrum, loss landscapes, PSP-entropy."""
 
 
-def _load(model_path: str, device: str, max_points: int | None, seed: int):
-    """The saved model, its training data (optionally a seeded subsample) and its test data, and the loss."""
+def _other_data(sur, data_file: str, sample: int, dev):
+    """Every grid point of one sample of a PDEBench file, in the units the model was trained in.
+
+    The model's recorded scalings map the physical (x, t) and u, so the points are exactly what the
+    network would have seen had it been trained on this file (no refitted scaling).
+    """
+    import numpy as np
+    import torch
+
+    from .data.coords import grid_inputs
+    from .data.pdebench import open_pdebench
+
+    if sur.task != "regression" or sur.input_scaling is None or sur.output_scaling is None:
+        raise UserError(f"--data needs a regression surrogate u(x, t) with recorded scalings; {sur.task} model given")
+    with open_pdebench(data_file) as f:
+        field = f.sample(sample)
+    X = sur.input_scaling.forward(grid_inputs(field))
+    Y = sur.output_scaling.forward(np.asarray(field.values, dtype=np.float64).reshape(-1, 1))
+    if X.shape[1] != sur.in_features:
+        raise UserError(f"{data_file}: the model takes {sur.in_features} inputs, the file's grid gives {X.shape[1]}")
+    p = next(sur.model.parameters())
+    return torch.as_tensor(X, dtype=p.dtype, device=dev), torch.as_tensor(Y, dtype=p.dtype, device=dev)
+
+
+def _load(model_path: str, device: str, max_points: int | None, seed: int, data_file: str | None = None,
+          sample: int = 0):
+    """The saved model, its training data (optionally a seeded subsample) and its test data, and the loss.
+
+    With ``data_file`` (a PDEBench HDF5 file), the data are all points of that file's ``sample``
+    instead, for both roles.
+    """
     import torch
 
     from .cli import _reload_task
@@ -33,6 +62,12 @@ def _load(model_path: str, device: str, max_points: int | None, seed: int):
         raise UserError(f"--max-points must be a positive integer, got {max_points}")
     dev = resolve_device(device)
     sur = load(model_path, device=str(dev))
+    if data_file is not None:
+        X, Y = _other_data(sur, data_file, sample, dev)
+        if max_points is not None and max_points < X.shape[0]:
+            idx = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))[:max_points].to(X.device)
+            X, Y = X[idx], Y[idx]
+        return sur.model, (X, Y), None, "mse"
     loaded, _ = _reload_task(sur, dev)
     task = loaded.task
     X, Y = task.X_train, task.Y_train
@@ -61,6 +96,9 @@ _common = [
     click.option("--max-points", default=None, type=int,
                  help="Use a seeded random subset of this many training points (default: all)."),
     click.option("--seed", default=0, show_default=True, type=int),
+    click.option("--data", "data_file", default=None, type=click.Path(),
+                 help="A PDEBench HDF5 file to analyse on instead of the model's own data (regression models)."),
+    click.option("--sample", default=0, show_default=True, type=int, help="Sample of --data."),
 ]
 
 
@@ -78,12 +116,12 @@ def _options(fn):
 @click.option("--trace-samples", default=0, show_default=True, type=int,
               help="Rademacher probes for a Hutchinson trace estimate (0: none).")
 @_options
-def hessian_cmd(model_path, k, tol, layers, trace_samples, out, device, max_points, seed) -> None:
+def hessian_cmd(model_path, k, tol, layers, trace_samples, out, device, max_points, seed, data_file, sample) -> None:
     """Top-k Hessian eigenvalues (Lanczos), trace and K-FAC spectral radius of the training loss."""
     from .diagnostics.plots import plot_eigenvalues
     from .diagnostics.spectrum import hessian_summary
 
-    model, train, _, loss = _load(model_path, device, max_points, seed)
+    model, train, _, loss = _load(model_path, device, max_points, seed, data_file, sample)
     names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
     ds = hessian_summary(model, train, loss=loss, k=k, tol=tol, names=names, trace_samples=trace_samples, seed=seed)
     ds.attrs["model"] = str(model_path)
@@ -106,14 +144,14 @@ def hessian_cmd(model_path, k, tol, layers, trace_samples, out, device, max_poin
 @click.option("--order", default=2, show_default=True, type=click.IntRange(1, 2),
               help="1: neuron entropies; 2: also the entropies of all neuron pairs.")
 @_options
-def psp_cmd(model_path, bins, order, out, device, max_points, seed) -> None:
+def psp_cmd(model_path, bins, order, out, device, max_points, seed, data_file, sample) -> None:
     """PSP norms and first/second-order PSP-entropy of every ReLU hidden layer (training data)."""
     import xarray as xr
 
     from .diagnostics import psp_entropy, psp_norms
     from .diagnostics.plots import plot_entropy_histograms
 
-    model, train, _, _ = _load(model_path, device, max_points, seed)
+    model, train, _, _ = _load(model_path, device, max_points, seed, data_file, sample)
     ent = psp_entropy(model, train, n_bins=bins, order=tuple(range(1, order + 1)))
     ds = xr.merge([psp_norms(model, train), ent], compat="override", combine_attrs="override")
     ds.attrs["model"] = str(model_path)
@@ -149,17 +187,17 @@ def _pair(text: str, name: str, cast=float) -> tuple:
 @click.option("--psp", "with_psp", is_flag=True, help="Also PSP norm and PSP-entropies at every point (ReLU nets).")
 @_options
 def landscape_cmd(model_a, model_b, points, grid, alpha_span, beta_span, filter_normalize, with_psp, out, device,
-                  max_points, seed) -> None:
+                  max_points, seed, data_file, sample) -> None:
     """Train and test loss on the line between two solutions and on the plane through both.
 
     Both models are taken in the dense parameter space (a pruned one is its weights with zeros);
-    the data are MODEL_A's.
+    the data are MODEL_A's (or --data, in MODEL_A's scaling).
     """
     from .diagnostics import loss_line, loss_map
     from .diagnostics.plots import plot_loss_line, plot_loss_map
     from .surrogate import load
 
-    a, train, test, loss = _load(model_a, device, max_points, seed)
+    a, train, test, loss = _load(model_a, device, max_points, seed, data_file, sample)
     b = load(model_b, device=device).model
     try:
         b = b.to(next(a.parameters()).dtype)

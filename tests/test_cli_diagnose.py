@@ -96,3 +96,37 @@ def test_bad_options_exit_2(saved, tmp_path):
     _user_error(["diagnose", "landscape", str(saved / "relu.sciprune"), str(saved / "pruned.sciprune"), "--grid", "x",
                  "--out", str(tmp_path)], "--grid")
     _user_error(["diagnose", "hessian", str(tmp_path / "none.sciprune"), "--out", str(tmp_path)], "none.sciprune")
+
+
+def test_diagnose_on_another_pdebench_sample(tmp_path):
+    """--data analyses a regression surrogate on another file or sample, in the model's own scaling."""
+    from sciprune.curvature import top_eigenpairs
+    from sciprune.data.coords import grid_inputs
+    from sciprune.data.pdebench import open_pdebench
+    from sciprune.surrogate import load
+
+    data = tmp_path / "ds.h5"
+    _ok(["generate", "diffusion-sorption", "--out", str(data), "--samples", "2", "--nx", "16", "--nt", "11",
+         "--workers", "1"])
+    model = tmp_path / "m.sciprune"
+    _ok(["train", "--data", str(data), "--sample", "0", "--widths", "8,8", "--epochs", "3", "--lr", "0.01",
+         "--out", str(model)])
+    _ok(["diagnose", "hessian", str(model), "--data", str(data), "--sample", "1", "--k", "2", "--tol", "1e-8",
+         "--out", str(tmp_path / "h")])
+    sur = load(model)
+    with open_pdebench(data) as f:
+        field = f.sample(1)
+    X = torch.as_tensor(sur.input_scaling.forward(grid_inputs(field)), dtype=torch.float32)
+    Y = torch.as_tensor(sur.output_scaling.forward(np.asarray(field.values, dtype=np.float64).reshape(-1, 1)),
+                        dtype=torch.float32)
+    ref = top_eigenpairs(sur.model, (X, Y), k=2, loss="mse", tol=1e-8)
+    np.testing.assert_allclose(read_dataset(tmp_path / "h" / "hessian.nc")["eigenvalue"].values, ref.values, rtol=1e-4)
+    _ok(["diagnose", "landscape", str(model), str(model), "--data", str(data), "--grid", "0,0", "--points", "3",
+         "--out", str(tmp_path / "l")])
+    _user_error(["diagnose", "hessian", str(model), "--data", str(tmp_path / "none.h5"), "--out", str(tmp_path / "x")],
+                "none.h5")
+
+
+def test_data_option_refuses_a_classifier(saved, tmp_path):
+    _user_error(["diagnose", "hessian", str(saved / "relu.sciprune"), "--data", str(tmp_path / "x.h5"),
+                 "--out", str(tmp_path)], "regression")
