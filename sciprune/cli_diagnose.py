@@ -45,6 +45,16 @@ def _other_data(sur, data_file: str, sample: int, dev):
     return torch.as_tensor(X, dtype=p.dtype, device=dev), torch.as_tensor(Y, dtype=p.dtype, device=dev)
 
 
+def _subsample(X, Y, max_points: int | None, seed: int):
+    """A seeded random subset of ``max_points`` rows (all rows when None or when there are fewer)."""
+    import torch
+
+    if max_points is None or max_points >= X.shape[0]:
+        return X, Y
+    idx = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))[:max_points].to(X.device)
+    return X[idx], Y[idx]
+
+
 def _load(model_path: str, device: str, max_points: int | None, seed: int, data_file: str | None = None,
           sample: int = 0):
     """The saved model, its training data (optionally a seeded subsample) and its test data, and the loss.
@@ -52,7 +62,6 @@ def _load(model_path: str, device: str, max_points: int | None, seed: int, data_
     With ``data_file`` (a PDEBench HDF5 file), the data are all points of that file's ``sample``
     instead, for both roles.
     """
-    import torch
 
     from .cli import _reload_task
     from .pipeline import resolve_device
@@ -63,17 +72,11 @@ def _load(model_path: str, device: str, max_points: int | None, seed: int, data_
     dev = resolve_device(device)
     sur = load(model_path, device=str(dev))
     if data_file is not None:
-        X, Y = _other_data(sur, data_file, sample, dev)
-        if max_points is not None and max_points < X.shape[0]:
-            idx = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))[:max_points].to(X.device)
-            X, Y = X[idx], Y[idx]
+        X, Y = _subsample(*_other_data(sur, data_file, sample, dev), max_points, seed)
         return sur.model, (X, Y), None, "mse"
     loaded, _ = _reload_task(sur, dev)
     task = loaded.task
-    X, Y = task.X_train, task.Y_train
-    if max_points is not None and max_points < X.shape[0]:
-        idx = torch.randperm(X.shape[0], generator=torch.Generator().manual_seed(seed))[:max_points].to(X.device)
-        X, Y = X[idx], Y[idx]
+    X, Y = _subsample(task.X_train, task.Y_train, max_points, seed)
     model = sur.model
     p = next(model.parameters())
     X, Y = X.to(p.dtype), (Y.to(p.dtype) if Y.is_floating_point() else Y)
