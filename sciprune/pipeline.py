@@ -26,7 +26,8 @@ from .results import versions, write_dataset
 from .tasks import LoadedTask, build_task, ensure_data
 from .training import TrainConfig, fit
 
-__all__ = ["run_case", "train_config", "make_model", "evaluate", "resolve_device", "REGRESSION_METRICS", "CLASSIFICATION_METRICS"]
+__all__ = ["run_case", "train_config", "make_model", "evaluate", "resolve_device", "load_task", "scratch_spec",
+           "weight_count", "study_attrs", "REGRESSION_METRICS", "CLASSIFICATION_METRICS"]
 
 REGRESSION_METRICS = ("test_mse", "test_mse_clean", "test_rel_l2_clean", "field_nrmse", "train_mse")
 CLASSIFICATION_METRICS = ("test_loss", "test_accuracy", "train_loss")
@@ -97,6 +98,42 @@ def evaluate(model, loaded: LoadedTask) -> dict[str, float]:
     }
 
 
+def study_attrs(case: Case, case_path: str | None, *, wall_time_s: float, device) -> dict:
+    """The attributes of a study's results file: resolved case, its hash, units, versions, wall time,
+    device, and the data file's sha256 (shared by ``sciprune run`` and ``sciprune sweep``)."""
+    attrs = {
+        "case": json.loads(case.model_dump_json()), "case_file": str(case_path) if case_path else "",
+        "case_hash": case_hash(case), "task": "regression" if case.data.kind == "pdebench" else "classification",
+        "units": "errors in the physical units of u" if case.data.kind == "pdebench" else "cross-entropy (nats), accuracy (fraction)",
+        "versions": versions(), "wall_time_s": round(wall_time_s, 3), "device": str(device),
+    }
+    if case.data.kind == "pdebench" and Path(case.data.file).exists():
+        from .results import file_sha256
+
+        attrs["data_sha256"] = file_sha256(case.data.file)
+    return attrs
+
+
+def load_task(case: Case, level: float, seed: int, *, device, dtype) -> LoadedTask:
+    """The task of one (noise level, seed) of ``case`` on ``device`` in ``dtype``."""
+    return build_task(case.data, noise_kind=case.noise.kind, noise_level=level, seed=seed, dtype=dtype).to(device, dtype)
+
+
+def weight_count(model) -> int:
+    """Number of Linear weights (biases excluded): the count pruning ratios refer to."""
+    return int(sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight")))
+
+
+def scratch_spec(dense, in_features: int, out_features: int, ratio: float) -> tuple[ModelSpec, int]:
+    """A dense network of ``dense``'s depth and activation keeping about ``(1 - ratio)`` of its weights
+    (:func:`sciprune.models.scaled_widths`): its spec and its weight count."""
+    from .models import describe, n_weights, scaled_widths
+
+    arch = describe(dense)
+    widths = scaled_widths(in_features, arch["sizes"][1:-1], out_features, round((1 - ratio) * n_weights(arch["sizes"])))
+    return ModelSpec(kind="mlp", widths=widths, activation=arch["activation"]), n_weights([in_features, *widths, out_features])
+
+
 def case_hash(case: Case) -> str:
     """Hash of everything in a case that changes results (not the output folder or the device)."""
     import hashlib
@@ -158,16 +195,7 @@ def run_case(
     field_parts = {p["arch"].item(): p for p in parts if "field" in p}
     ds = xr.combine_by_coords([p.drop_vars(["field", "panel", "x", "t"], errors="ignore") for p in parts],
                               combine_attrs="drop")
-    ds.attrs.update(
-        case=json.loads(case.model_dump_json()), case_file=str(case_path) if case_path else "", case_hash=digest,
-        task="regression" if case.data.kind == "pdebench" else "classification",
-        units="errors in the physical units of u" if case.data.kind == "pdebench" else "cross-entropy (nats), accuracy (fraction)",
-        versions=versions(), wall_time_s=round(time.perf_counter() - t0, 3), device=str(device),
-    )
-    if case.data.kind == "pdebench" and Path(case.data.file).exists():
-        from .results import file_sha256
-
-        ds.attrs["data_sha256"] = file_sha256(case.data.file)
+    ds.attrs.update(study_attrs(case, case_path, wall_time_s=time.perf_counter() - t0, device=device))
     path = write_dataset(ds, out / "results.nc")
     _figures(case, ds, field_parts, out)
     return path
@@ -200,7 +228,7 @@ def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype,
     metrics = REGRESSION_METRICS if case.data.kind == "pdebench" else CLASSIFICATION_METRICS
     where = f"{arch} noise={level:g} seed={seed}"
 
-    loaded = build_task(case.data, noise_kind=case.noise.kind, noise_level=level, seed=seed, dtype=dtype).to(device, dtype)
+    loaded = load_task(case, level, seed, device=device, dtype=dtype)
     task = loaded.task
     dense = make_model(spec, task.in_features, task.out_features, seed, device=device, dtype=dtype)
     fit(dense, task, train_config(case.train, seed), progress=_epochs(bar, f"{where} dense"))
@@ -244,7 +272,7 @@ def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype,
     data["sparsity"] = (lead + ("method", "ratio"), res["sparsity"][None, None, None])
     for m, v in evaluate(dense, loaded).items():
         data[f"dense_{m}"] = (lead, np.full((1, 1, 1), v))
-    data["dense_weights"] = (lead, np.full((1, 1, 1), sum(p.numel() for n, p in dense.named_parameters() if n.endswith("weight"))))
+    data["dense_weights"] = (lead, np.full((1, 1, 1), weight_count(dense)))
     if case.baseline.scratch:
         data.update(_scratch(case, dense, task, loaded, ratios, seed, device, dtype, bar, where, lead))
     ds = xr.Dataset(data, coords=coords)
@@ -256,22 +284,16 @@ def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype,
 
 def _scratch(case, dense, task, loaded, ratios, seed, device, dtype, bar, where, lead) -> dict:
     """Dense networks with as many weights as each pruned one keeps, trained from scratch."""
-    from .models import describe, n_weights, scaled_widths
-
-    arch = describe(dense)
-    base_widths, total = arch["sizes"][1:-1], n_weights(arch["sizes"])
     metrics = REGRESSION_METRICS if case.data.kind == "pdebench" else CLASSIFICATION_METRICS
     out = {m: np.full(len(ratios), np.nan) for m in metrics}
     weights = np.zeros(len(ratios))
     for r, ratio in enumerate(ratios):
         bar.set_postfix_str(f"{where} scratch r={ratio:g}")
-        widths = scaled_widths(task.in_features, base_widths, task.out_features, round((1 - ratio) * total))
-        small_spec = ModelSpec(kind="mlp", widths=widths, activation=arch["activation"])
+        small_spec, weights[r] = scratch_spec(dense, task.in_features, task.out_features, ratio)
         model = make_model(small_spec, task.in_features, task.out_features, seed, device=device, dtype=dtype)
         fit(model, task, train_config(case.train, seed), progress=_epochs(bar, f"{where} scratch r={ratio:g}"))
         for m, v in evaluate(model, loaded).items():
             out[m][r] = v
-        weights[r] = n_weights([task.in_features, *widths, task.out_features])
         bar.update(1)
     data = {f"scratch_{m}": (lead + ("ratio",), v[None, None, None]) for m, v in out.items()}
     data["scratch_weights"] = (lead + ("ratio",), weights[None, None, None])

@@ -10,7 +10,6 @@ this process writes the store, one run at a time as batches finish.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -19,7 +18,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import Case
-from ..results import versions, write_dataset
+from ..results import write_dataset
 from ..tasks import ensure_data
 from ._grid import Run, build_grid, check_case
 from ._store import SweepStore
@@ -158,17 +157,8 @@ def run_sweep(
     bar.close()
 
     ds = store.combine(case, runs, records)
-    from ..pipeline import case_hash
+    from ..pipeline import study_attrs
 
-    ds.attrs.update(
-        case=json.loads(case.model_dump_json()), case_file=str(case_path) if case_path else "",
-        case_hash=case_hash(case), task="regression" if case.data.kind == "pdebench" else "classification",
-        units="errors in the physical units of u" if case.data.kind == "pdebench" else "cross-entropy (nats), accuracy (fraction)",
-        versions=versions(), wall_time_s=round(time.perf_counter() - t0, 3), device=case.device,
-        engine="sweep (local)" if local else "sweep (dask)",
-    )
-    if case.data.kind == "pdebench" and Path(case.data.file).exists():
-        from ..results import file_sha256
-
-        ds.attrs["data_sha256"] = file_sha256(case.data.file)
+    ds.attrs.update(study_attrs(case, case_path, wall_time_s=time.perf_counter() - t0, device=case.device),
+                    engine="sweep (local)" if local else "sweep (dask)")
     return write_dataset(ds, out / "results.nc")

@@ -26,12 +26,12 @@ import numpy as np
 import torch
 import xarray as xr
 
+from ..pipeline import STAGES
 from ..results import atomic_path
 from ._grid import Run
 
 __all__ = ["SweepStore"]
 
-STAGES = ("pruned", "finetuned")
 
 
 class SweepStore:

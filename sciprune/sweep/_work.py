@@ -12,28 +12,27 @@ import copy
 
 import torch
 
-from ..config import Case, ModelSpec
+from ..config import Case
 from ..ensemble import fit_many
-from ..models import describe, n_weights, scaled_widths
-from ..pipeline import evaluate, make_model, resolve_device, train_config
+from ..pipeline import (
+    evaluate,
+    load_task,
+    make_model,
+    resolve_device,
+    scratch_spec,
+    train_config,
+    weight_count,
+)
 from ..pruning import Planner, apply_plan
-from ..tasks import LoadedTask, build_task
+from ..tasks import LoadedTask
 
 __all__ = ["dense_job", "prune_job", "scratch_job"]
 
 State = dict[str, torch.Tensor]
 
 
-def _task(case: Case, level: float, seed: int, device, dtype) -> LoadedTask:
-    return build_task(case.data, noise_kind=case.noise.kind, noise_level=level, seed=seed, dtype=dtype).to(device, dtype)
-
-
 def _setup(case: Case, device: str | None):
     return resolve_device(device or case.device), getattr(torch, case.dtype)
-
-
-def _weights(model) -> int:
-    return int(sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight")))
 
 
 def dense_job(case: Case, arch: str, members: list[tuple[float, int, State | None]], *,
@@ -43,7 +42,7 @@ def dense_job(case: Case, arch: str, members: list[tuple[float, int, State | Non
     state_dict (on the CPU)."""
     dev, dtype = _setup(case, device)
     spec = case.models[arch]
-    tasks = [_task(case, level, seed, dev, dtype) for level, seed, _ in members]
+    tasks = [load_task(case, level, seed, device=dev, dtype=dtype) for level, seed, _ in members]
     models = [make_model(spec, t.task.in_features, t.task.out_features, seed, device=dev, dtype=dtype)
               for t, (_, seed, _) in zip(tasks, members)]
     todo = [i for i, (_, _, state) in enumerate(members) if state is None]
@@ -53,7 +52,7 @@ def dense_job(case: Case, arch: str, members: list[tuple[float, int, State | Non
     if todo:
         fit_many([models[i] for i in todo], [tasks[i].task for i in todo],
                  [train_config(case.train, members[i][1]) for i in todo], max_members=max_members)
-    return [{"metrics": evaluate(m, t), "weights": _weights(m),
+    return [{"metrics": evaluate(m, t), "weights": weight_count(m),
              "state": {k: v.detach().cpu() for k, v in m.state_dict().items()}}
             for m, t in zip(models, tasks)]
 
@@ -68,7 +67,7 @@ def prune_job(case: Case, arch: str, level: float, seed: int, state: State,
     (:class:`sciprune.pruning.Planner`, as in ``sciprune run``).
     """
     dev, dtype = _setup(case, device)
-    loaded = _task(case, level, seed, dev, dtype)
+    loaded = load_task(case, level, seed, device=dev, dtype=dtype)
     task = loaded.task
     dense = make_model(case.models[arch], task.in_features, task.out_features, seed, device=dev, dtype=dtype)
     dense.load_state_dict(state)
@@ -97,16 +96,14 @@ def scratch_job(case: Case, arch: str, members: list[tuple[float, int, float]], 
     models, tasks, configs, sizes = [], [], [], []
     for level, seed, ratio in members:
         if (level, seed) not in cache:
-            cache[(level, seed)] = _task(case, level, seed, dev, dtype)
+            cache[(level, seed)] = load_task(case, level, seed, device=dev, dtype=dtype)
         t = cache[(level, seed)].task
-        arch_d = describe(make_model(spec, t.in_features, t.out_features, seed, device="cpu", dtype=dtype))
-        base_widths, total = arch_d["sizes"][1:-1], n_weights(arch_d["sizes"])
-        widths = scaled_widths(t.in_features, base_widths, t.out_features, round((1 - ratio) * total))
-        small = ModelSpec(kind="mlp", widths=widths, activation=arch_d["activation"])
+        dense = make_model(spec, t.in_features, t.out_features, seed, device="cpu", dtype=dtype)
+        small, size = scratch_spec(dense, t.in_features, t.out_features, ratio)
         models.append(make_model(small, t.in_features, t.out_features, seed, device=dev, dtype=dtype))
         tasks.append(cache[(level, seed)])
         configs.append(train_config(case.train, seed))
-        sizes.append(n_weights([t.in_features, *widths, t.out_features]))
+        sizes.append(size)
     if models:
         fit_many(models, [t.task for t in tasks], configs, max_members=max_members)
     return [{"metrics": evaluate(m, t), "weights": w} for m, t, w in zip(models, tasks, sizes)]
