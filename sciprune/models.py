@@ -17,7 +17,8 @@ from torch import nn
 
 from .errors import SciPruneError
 
-__all__ = ["Sine", "ACTIVATIONS", "MLP", "lenet_300_100", "build_model", "describe", "linear_chain", "n_weights", "scaled_widths"]
+__all__ = ["Sine", "ACTIVATIONS", "MLP", "lenet_300_100", "build_model", "describe", "linear_chain", "n_weights", "scaled_widths",
+           "NOT_ELEMENTWISE", "is_elementwise_activation", "device_and_dtype"]
 
 
 class Sine(nn.Module):
@@ -96,6 +97,25 @@ class MLP(nn.Sequential):
 def lenet_300_100(in_features: int = 784, n_classes: int = 10, *, seed: int | None = None) -> MLP:
     """LeNet-300-100 (LeCun et al. 1998): in -> 300 -> 100 -> classes with ReLU."""
     return MLP(in_features, [300, 100], n_classes, "relu", seed=seed)
+
+
+# Modules that are never elementwise although they hold no parameters.
+NOT_ELEMENTWISE = (nn.Softmax, nn.LogSoftmax, nn.Softmin, nn.Flatten, nn.Unflatten)
+
+
+def is_elementwise_activation(module: nn.Module) -> bool:
+    """True for a module without parameters or children that is not one of :data:`NOT_ELEMENTWISE`:
+    what the hand-written chain passes (EC scores, curvature) may treat as ``a = act(z)`` per entry."""
+    return not (isinstance(module, NOT_ELEMENTWISE) or any(True for _ in module.parameters())
+                or any(True for _ in module.children()))
+
+
+def device_and_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
+    """Device and dtype of the model's first parameter; an error for a model without parameters."""
+    p = next(model.parameters(), None)
+    if p is None:
+        raise SciPruneError("model has no parameters")
+    return p.device, p.dtype
 
 
 def linear_chain(model: nn.Module) -> list[nn.Linear]:

@@ -17,16 +17,10 @@ from . import criteria as _criteria
 from .batches import as_batches
 from .errors import SciPruneError
 from .masks import get_masks, prunable_names, set_masks, sparsity
+from .models import device_and_dtype
 from .selection import SCOPES, check_ratio, select
 
 __all__ = ["scores", "score_result", "prune", "PruneReport", "PrunePlan", "Planner", "plan", "apply_plan", "ec_shifts"]
-
-
-def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    p = next(model.parameters(), None)
-    if p is None:
-        raise SciPruneError("model has no parameters")
-    return p.device, p.dtype
 
 
 def score_result(
@@ -48,7 +42,7 @@ def score_result(
         allowed = ", ".join(sorted(crit.options)) or "none"
         raise SciPruneError(f"unknown option(s) {sorted(unknown)} for method {method!r}; allowed: {allowed}")
     names = list(names) if names is not None else prunable_names(model)
-    device, dtype = _model_device_dtype(model)
+    device, dtype = device_and_dtype(model)
     batches = None
     if crit.needs_data:
         if data is None:
@@ -185,7 +179,7 @@ def ec_shifts(model: nn.Module, data, *, names: list[str] | None = None, seed: i
     """
     from .criteria.ec import compensation_shifts
 
-    device, dtype = _model_device_dtype(model)
+    device, dtype = device_and_dtype(model)
     batches = as_batches(data, device=device, dtype=dtype, batch_size=batch_size)
     generator = torch.Generator().manual_seed(int(seed))
     return compensation_shifts(model, batches, list(names) if names is not None else prunable_names(model), generator)

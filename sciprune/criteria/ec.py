@@ -37,7 +37,7 @@ import torch
 from torch import nn
 
 from ..errors import SciPruneError
-from ..models import Sine, linear_chain
+from ..models import Sine, is_elementwise_activation, linear_chain
 from ._registry import ScoreResult, register
 
 __all__ = ["ECStatistics", "compensation_shifts", "ec_scores", "ec_statistics"]
@@ -47,8 +47,6 @@ __all__ = ["ECStatistics", "compensation_shifts", "ec_scores", "ec_statistics"]
 # cotangents ``g = sum_k v_k dy_k/dz`` of its pre-activation for a stack of output cotangents v
 # (identity rows: exact; random probes), from ``g_{l-1} = (g_l W_l) * act'(z_{l-1})``: matrix
 # products over a chunk of samples, no hooks, no autograd graph, no per-sample loops.
-
-_NOT_ELEMENTWISE = (nn.Softmax, nn.LogSoftmax, nn.Softmin, nn.Flatten, nn.Unflatten)
 
 
 class Chain:
@@ -67,7 +65,7 @@ class Chain:
         for t, (child_name, m) in enumerate(model.named_children()):
             if isinstance(m, nn.Linear):
                 self.linear_at[f"{child_name}.weight"] = t
-            elif isinstance(m, _NOT_ELEMENTWISE) or any(True for _ in m.parameters()) or any(True for _ in m.children()):
+            elif not is_elementwise_activation(m):
                 raise SciPruneError(
                     f"module {child_name!r} ({type(m).__name__}) is not an elementwise activation; this criterion "
                     "needs an nn.Sequential of nn.Linear layers and elementwise activations (like sciprune.MLP)"

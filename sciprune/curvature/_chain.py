@@ -17,11 +17,9 @@ from torch import nn
 from torch.func import jvp
 
 from ..errors import SciPruneError
-from ..models import linear_chain
+from ..models import is_elementwise_activation, linear_chain
 
 __all__ = ["LinearChain"]
-
-_NOT_ELEMENTWISE = (nn.Softmax, nn.LogSoftmax, nn.Softmin, nn.Flatten, nn.Unflatten)
 
 
 class LinearChain:
@@ -38,7 +36,7 @@ class LinearChain:
         for t, (child, m) in enumerate(model.named_children()):
             if isinstance(m, nn.Linear):
                 self.layers[child] = t
-            elif isinstance(m, _NOT_ELEMENTWISE) or any(True for _ in m.parameters()) or any(True for _ in m.children()):
+            elif not is_elementwise_activation(m):
                 raise SciPruneError(
                     f"module {child!r} ({type(m).__name__}) is not an elementwise activation; this routine needs an "
                     "nn.Sequential of nn.Linear layers and elementwise activations (like sciprune.MLP); "

@@ -32,7 +32,7 @@ from torch import nn
 
 from ..batches import Batches, as_batches
 from ..errors import SciPruneError
-from ..models import Sine, linear_chain
+from ..models import Sine, device_and_dtype, linear_chain
 
 __all__ = ["psp_norms", "psp_entropy"]
 
@@ -89,11 +89,6 @@ def _forward_record(model: nn.Module, x: torch.Tensor, layers: list[_Layer]) -> 
             # an in-place activation would overwrite the PSP we keep
             zs.append(a.clone() if getattr(children[k + 1], "inplace", False) else a)
     return zs
-
-
-def _model_device_dtype(model: nn.Module) -> tuple[torch.device, torch.dtype]:
-    p = next(model.parameters())
-    return p.device, p.dtype
 
 
 # ----------------------------------------------------------------------------------------- classes
@@ -282,7 +277,7 @@ def _check_order(order) -> tuple[int, ...]:
 
 
 def _check_data(model: nn.Module, data, batch_size: int | None) -> Batches:
-    device, dtype = _model_device_dtype(model)
+    device, dtype = device_and_dtype(model)
     return as_batches(data, device=device, dtype=dtype, batch_size=batch_size)
 
 
@@ -310,7 +305,7 @@ def psp_norms(model: nn.Module, data, *, batch_size: int | None = None) -> xr.Da
         raise SciPruneError("psp_norms needs a hidden layer (a Linear followed by an activation and another Linear)")
     batches = _check_data(model, data, batch_size)
     counts = _Counts([lay.width for lay in layers], [False] * len(layers), 1, order2=False,
-                     device=_model_device_dtype(model)[0])
+                     device=device_and_dtype(model)[0])
     for X, _ in batches:
         zs = _forward_record(model, X, layers)
         counts.add(zs, torch.zeros(X.shape[0], dtype=torch.long, device=X.device))
@@ -370,7 +365,7 @@ def psp_entropy(
     batches = _check_data(model, data, batch_size)
     spec = _resolve_classes(batches, classes, n_bins)
     counts = _Counts([lay.width for lay in layers], [True] * len(layers), spec.n, order2=2 in orders,
-                     device=_model_device_dtype(model)[0])
+                     device=device_and_dtype(model)[0])
     for X, Y in batches:
         counts.add(_forward_record(model, X, layers), spec.of(Y))
     res = counts.finish()
