@@ -16,6 +16,9 @@ class UserError(click.ClickException):
 
     exit_code = 2
 
+    def __init__(self, message: str) -> None:
+        super().__init__(" ".join(str(message).split()))  # always one line
+
 
 class Group(click.Group):
     """A click group whose commands report a SciPruneError as a UserError."""
@@ -25,3 +28,13 @@ class Group(click.Group):
             return super().invoke(ctx)
         except SciPruneError as err:
             raise UserError(str(err)) from None
+        except OSError as err:  # disk full, permission, I/O error: name the file, no traceback
+            raise UserError(_os_error_line(err)) from None
+
+
+def _os_error_line(err: OSError) -> str:
+    """One line for an operating-system error: the file, then what went wrong."""
+    where = err.filename if getattr(err, "filename", None) else None
+    what = err.strerror or str(err) or type(err).__name__
+    line = f"{where}: {what}" if where else what
+    return " ".join(str(line).split())
