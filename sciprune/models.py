@@ -18,7 +18,8 @@ from torch import nn
 from .errors import SciPruneError
 
 __all__ = ["Sine", "ACTIVATIONS", "MLP", "lenet_300_100", "build_model", "describe", "linear_chain", "n_weights", "scaled_widths",
-           "NOT_ELEMENTWISE", "is_elementwise_activation", "device_and_dtype"]
+           "NOT_ELEMENTWISE", "is_elementwise_activation", "device_and_dtype",
+           "check_model_size", "memory_bytes"]
 
 
 class Sine(nn.Module):
@@ -75,6 +76,7 @@ class MLP(nn.Sequential):
         sizes = [int(in_features), *[int(w) for w in widths], int(out_features)]
         if any(s < 1 for s in sizes):
             raise SciPruneError(f"layer sizes must be positive integers, got {sizes}")
+        check_model_size(sizes)
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         # A seed initialises from a private fork of the RNG (global state untouched); without one the
         # global RNG is used and advanced, as nn.Linear does, so unseeded models differ.
@@ -92,6 +94,33 @@ class MLP(nn.Sequential):
     def sizes(self) -> list[int]:
         lins = linear_chain(self)
         return [lins[0].in_features] + [lin.out_features for lin in lins]
+
+
+#: Bytes a parameter costs while training: float32 value, gradient, two Adam moments (x 4 B each).
+TRAINING_BYTES_PER_PARAMETER = 16
+
+
+def memory_bytes() -> int:
+    """Physical memory of this machine in bytes (0 where the platform does not say)."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_model_size(sizes: Sequence[int], *, bytes_per_parameter: int = TRAINING_BYTES_PER_PARAMETER) -> int:
+    """The parameter count of a chain with layer ``sizes``; refused (before anything is allocated) when
+    training it would need more memory than the machine has: params x ``bytes_per_parameter``."""
+    n = sum(int(a) * int(b) + int(b) for a, b in zip(sizes[:-1], sizes[1:]))
+    need, have = n * bytes_per_parameter, memory_bytes()
+    if have and need > have:
+        raise SciPruneError(
+            f"layer sizes {list(sizes)} give {n:,} parameters, about {need / 2**30:.1f} GiB to train "
+            f"({bytes_per_parameter} B each), more than this machine's {have / 2**30:.1f} GiB; use smaller widths"
+        )
+    return n
 
 
 def lenet_300_100(in_features: int = 784, n_classes: int = 10, *, seed: int | None = None) -> MLP:
