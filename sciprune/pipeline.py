@@ -4,6 +4,12 @@ For each noise level and seed: build the task, train the dense network, then for
 ratio prune a copy one-shot, evaluate ("pruned"), fine-tune with the mask held, evaluate again
 ("finetuned"). Everything goes into one labelled xarray Dataset with the resolved case and
 versions in its attributes, written atomically, plus figures and portable surrogates.
+
+The output folder is checked first (:func:`sciprune.outputs.prepare_output`) and held by one process
+(:mod:`sciprune.study_lock`); finished blocks are keyed on the case's settings and on the content hash
+of its data (:mod:`sciprune.fingerprint`), so a data file replaced in place is never answered with old
+numbers; every file written with a name from the case stays under the output folder
+(:func:`sciprune.outputs.child`).
 """
 
 from __future__ import annotations
@@ -20,9 +26,12 @@ import xarray as xr
 
 from .config import Case, ModelSpec, TrainSpec
 from .errors import SciPruneError
+from .fingerprint import Fingerprint, HashCache, check_unchanged, data_fingerprint
 from .models import MLP, lenet_300_100
+from .outputs import child, prepare_output
 from .pruning import Planner, apply_plan
 from .results import versions, write_dataset
+from .study_lock import HASH_CACHE_NAME, open_study
 from .tasks import LoadedTask, build_task, ensure_data
 from .training import TrainConfig, fit
 
@@ -34,11 +43,24 @@ CLASSIFICATION_METRICS = ("test_loss", "test_accuracy", "train_loss")
 STAGES = ("pruned", "finetuned")
 
 
-def resolve_device(name: str) -> torch.device:
-    """``cpu`` or ``cuda[:N]``; a clear error when CUDA is asked for but absent."""
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise SciPruneError(f"device {name!r} requested but no CUDA device is available; use device = 'cpu'")
-    return torch.device(name)
+def resolve_device(name: str | torch.device) -> torch.device:
+    """The torch device of ``name``: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; the one check of a device
+    for every command and library entry. A clear error for any other string, or a device this machine lacks."""
+    text = str(name) if isinstance(name, torch.device) else name
+    kind, _, index = text.partition(":") if isinstance(text, str) else ("", "", "")
+    ok = (kind in ("cpu", "mps") and not _) or (kind == "cuda" and (not _ or (index.isascii() and index.isdigit() and len(index) <= 4)))
+    if not ok:
+        raise SciPruneError(f"device must be 'cpu', 'cuda', 'cuda:N' (N = 0, 1, ...) or 'mps', got {name!r}")
+    if kind == "cuda":
+        if not torch.cuda.is_available():
+            raise SciPruneError(f"device {text!r} requested but no CUDA device is available; use device 'cpu'")
+        count = torch.cuda.device_count()
+        if index and int(index) >= count:
+            raise SciPruneError(f"device {text!r} requested but this machine has {count} CUDA device(s): "
+                                f"use cuda:0 to cuda:{count - 1}")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise SciPruneError(f"device {text!r} requested but no Apple MPS device is available; use device 'cpu'")
+    return torch.device(text)
 
 
 def train_config(spec: TrainSpec, seed: int) -> TrainConfig:
@@ -98,20 +120,17 @@ def evaluate(model, loaded: LoadedTask) -> dict[str, float]:
     }
 
 
-def study_attrs(case: Case, case_path: str | None, *, wall_time_s: float, device) -> dict:
+def study_attrs(case: Case, case_path: str | None, *, wall_time_s: float, device, data: Fingerprint) -> dict:
     """The attributes of a study's results file: resolved case, its hash, units, versions, wall time,
-    device, and the data file's sha256 (shared by ``sciprune run`` and ``sciprune sweep``)."""
-    attrs = {
+    device, and the content hash of the data the results were computed from (``data_sha256``, with
+    what was hashed in ``data_fingerprint``), shared by ``sciprune run`` and ``sciprune sweep``."""
+    return {
         "case": json.loads(case.model_dump_json()), "case_file": str(case_path) if case_path else "",
         "case_hash": case_hash(case), "task": "regression" if case.data.kind == "pdebench" else "classification",
         "units": "errors in the physical units of u" if case.data.kind == "pdebench" else "cross-entropy (nats), accuracy (fraction)",
         "versions": versions(), "wall_time_s": round(wall_time_s, 3), "device": str(device),
+        "data_sha256": data.sha256, "data_fingerprint": data.detail,
     }
-    if case.data.kind == "pdebench" and Path(case.data.file).exists():
-        from .results import file_sha256
-
-        attrs["data_sha256"] = file_sha256(case.data.file)
-    return attrs
 
 
 def load_task(case: Case, level: float, seed: int, *, device, dtype) -> LoadedTask:
@@ -150,55 +169,133 @@ def run_case(
     case_path: str | None = None,
     echo: Callable[[str], None] = print,
     show_progress: bool = True,
+    wait: bool = False,
 ) -> Path:
     """Run ``case`` and write ``<output>/results.nc``, figures and surrogates; return the results path.
 
     The study is cut into blocks, one per (architecture, noise level, seed); each finished block is
-    written atomically to ``<output>/blocks/`` and skipped when the run is started again with the
-    same case, so an interrupted study resumes without redoing finished blocks.
+    written atomically to ``<output>/blocks/`` with the case hash and the data's content hash, and is
+    skipped when the run is started again with the same case and the same data, so an interrupted
+    study resumes without redoing finished blocks. A block made by other settings, from other data,
+    or damaged is recomputed, and the output says which and why. The output folder is held with
+    :func:`sciprune.study_lock.open_study` (``wait``: wait for another process holding it instead of
+    refusing).
     """
-    from tqdm.auto import tqdm
-
-    from .results import read_dataset
+    from .sweep import check_case
 
     device = resolve_device(case.device)
+    check_case(case)  # the data file exists or can be made, before the output folder is touched
     dtype = getattr(torch, case.dtype)
-    out = Path(case.output)
-    out.mkdir(parents=True, exist_ok=True)
-    if ensure_data(case.data):
-        echo(f"generated {case.data.file}")
+    out = prepare_output(case.output, is_dir=True, what="output")
+    with open_study(out, name=case.name, case_hash=case_hash(case), command="run", wait=wait, echo=echo):
+        if ensure_data(case.data):
+            echo(f"generated {case.data.file}")
+        cache = HashCache(out / HASH_CACHE_NAME)
+        data = data_fingerprint(case.data, cache=cache)
+        cache.save()
+        return _run_blocks(case, case_path, out, data, device=device, dtype=dtype, echo=echo, show_progress=show_progress)
+
+
+def _run_blocks(case: Case, case_path: str | None, out: Path, data: Fingerprint, *, device, dtype, echo,
+                show_progress: bool) -> Path:
+    """The blocks of ``case`` (stored ones reused), then results.nc and the figures."""
+    from tqdm.auto import tqdm
 
     levels = case.noise.levels if case.data.kind == "pdebench" else [0.0]
     archs, seeds, ratios = case.models, case.seeds, case.prune.ratios
     per_block = 1 + len(case.prune.variants) * len(ratios) + (len(ratios) if case.baseline.scratch else 0)
     blocks = [(a, lvl, s) for a in archs for lvl in levels for s in seeds]
     digest = case_hash(case)
-    bar = tqdm(total=len(blocks) * per_block, desc=case.name, unit="run", disable=not show_progress, dynamic_ncols=True)
-    t0 = time.perf_counter()
-    parts = []
+    parts: dict[tuple, xr.Dataset] = {}
+    stale: dict[str, list[str]] = {}
     for arch, level, seed in blocks:
-        path = out / "blocks" / f"{arch}__noise{level:g}__seed{seed}.nc"
-        if path.exists():
-            done = read_dataset(path)
-            if done.attrs.get("case_hash") == digest:
-                parts.append(done)
-                bar.update(per_block)
-                continue
-            echo(f"{path} was made by a different case; recomputing it")
+        path = child(out, "blocks", f"{arch}__noise{level:g}__seed{seed}.nc")
+        done, why = _stored_block(path, case, (arch, level, seed), digest, data, echo)
+        if done is not None:
+            parts[(arch, level, seed)] = done
+        elif why is not None:
+            stale.setdefault(why, []).append(path.name)
+    for why, names in stale.items():
+        shown = ", ".join(names[:4]) + (f" and {len(names) - 4} more" if len(names) > 4 else "")
+        echo(f"recomputing {len(names)} block(s) ({shown}): {why}")
+    bar = tqdm(total=len(blocks) * per_block, initial=len(parts) * per_block, desc=case.name, unit="run",
+               disable=not show_progress, dynamic_ncols=True)
+    t0 = time.perf_counter()
+    for arch, level, seed in blocks:
+        if (arch, level, seed) in parts:
+            continue
         snapshot = case.data.kind == "pdebench" and seed == seeds[0] and level == levels[-1]
-        ds = _run_block(case, arch, level, seed, device=device, dtype=dtype, bar=bar, out=out, snapshot=snapshot)
+        ds = _run_block(case, arch, level, seed, device=device, dtype=dtype, bar=bar, out=out, snapshot=snapshot,
+                        data=data)
         ds.attrs["case_hash"] = digest
-        write_dataset(ds, path)
-        parts.append(ds)
+        ds.attrs["data_sha256"] = data.sha256
+        write_dataset(ds, child(out, "blocks", f"{arch}__noise{level:g}__seed{seed}.nc"))
+        parts[(arch, level, seed)] = ds
     bar.close()
+    check_unchanged(data)
 
-    field_parts = {p["arch"].item(): p for p in parts if "field" in p}
-    ds = xr.combine_by_coords([p.drop_vars(["field", "panel", "x", "t"], errors="ignore") for p in parts],
+    ordered = [parts[b] for b in blocks]
+    field_parts = {p["arch"].item(): p for p in ordered if "field" in p}
+    ds = xr.combine_by_coords([p.drop_vars(["field", "panel", "x", "t"], errors="ignore") for p in ordered],
                               combine_attrs="drop")
-    ds.attrs.update(study_attrs(case, case_path, wall_time_s=time.perf_counter() - t0, device=device))
+    ds.attrs.update(study_attrs(case, case_path, wall_time_s=time.perf_counter() - t0, device=device, data=data))
     path = write_dataset(ds, out / "results.nc")
     _figures(case, ds, field_parts, out)
     return path
+
+
+def _stored_block(path: Path, case: Case, where: tuple, digest: str, data: Fingerprint,
+                  echo: Callable[[str], None]) -> tuple[xr.Dataset | None, str | None]:
+    """(the stored block, None) when ``path`` holds this block of this case and data; else (None, why
+    it is recomputed) or (None, None) when there is none. A damaged file is reported at once."""
+    from .results import read_dataset
+
+    if not path.exists():
+        return None, None
+    try:
+        done = read_dataset(path)
+    except Exception as err:  # any unreadable file is recomputed, never trusted
+        echo(f"{path}: damaged (not a readable NetCDF file: {type(err).__name__}); recomputing")
+        return None, None
+    stored_case, stored_data = done.attrs.get("case_hash"), done.attrs.get("data_sha256")
+    if stored_case != digest:
+        return None, "they were made by a different case (other settings)"
+    if stored_data != data.sha256:
+        if not isinstance(stored_data, str):
+            return None, "they were made without a data hash (by an older sciprune)"
+        return None, f"data {data.label} changed (sha256 {stored_data[:12]}.. -> {data.short()}..)"
+    problem = _block_problem(done, case, where)
+    if problem is not None:
+        echo(f"{path}: damaged ({problem}); recomputing")
+        return None, None
+    return done, None
+
+
+def _block_problem(ds: xr.Dataset, case: Case, where: tuple) -> str | None:
+    """Why ``ds`` is not a block of ``case`` at ``where`` = (arch, noise, seed), or None."""
+    arch, level, seed = where
+    metrics = REGRESSION_METRICS if case.data.kind == "pdebench" else CLASSIFICATION_METRICS
+    lead = ("arch", "noise", "seed")
+    want = {m: lead + ("method", "ratio", "stage") for m in metrics}
+    want["sparsity"] = lead + ("method", "ratio")
+    want.update({f"dense_{m}": lead for m in (*metrics, "weights")})
+    if case.baseline.scratch:
+        want.update({f"scratch_{m}": lead + ("ratio",) for m in (*metrics, "weights")})
+    coords = {"arch": [arch], "noise": [level], "seed": [seed], "method": [v[0] for v in case.prune.variants],
+              "ratio": list(case.prune.ratios), "stage": list(STAGES)}
+    for name, values in coords.items():
+        if name not in ds.coords or [_plain(v) for v in ds[name].values] != [_plain(v) for v in values]:
+            return f"coordinate {name!r} is not {values}"
+    for name, dims in want.items():
+        if name not in ds.data_vars:
+            return f"variable {name!r} is missing"
+        if ds[name].dims != dims or not np.issubdtype(ds[name].dtype, np.number):
+            return f"variable {name!r} has dims {ds[name].dims} and dtype {ds[name].dtype}, expected numbers over {dims}"
+    return None
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else v
 
 
 def _figures(case: Case, ds: xr.Dataset, field_parts: dict, out: Path) -> None:
@@ -210,17 +307,18 @@ def _figures(case: Case, ds: xr.Dataset, field_parts: dict, out: Path) -> None:
         suffix = "" if single else f"_{arch}"
         sub = ds.sel({"arch": arch})
         for metric in metrics:
-            plot_loss_vs_ratio(sub, out / f"{metric}_vs_ratio{suffix}.png", metric=metric,
+            plot_loss_vs_ratio(sub, child(out, f"{metric}_vs_ratio{suffix}.png"), metric=metric,
                                title=None if single else f"architecture {arch}")
         part = field_parts.get(arch)
         if part is not None:
             f = part["field"]
             fields = {str(name): f.sel({"panel": name}).values for name in f["panel"].values}
-            plot_fields(fields, f["x"].values, f["t"].values, out / f"fields{suffix}.png",
+            plot_fields(fields, f["x"].values, f["t"].values, child(out, f"fields{suffix}.png"),
                         title=f"{arch}: noise {case.noise.kind} {part['noise'].item():g}, seed {part['seed'].item()}")
 
 
-def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype, bar, out: Path, snapshot: bool) -> xr.Dataset:
+def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype, bar, out: Path, snapshot: bool,
+               data: Fingerprint) -> xr.Dataset:
     """One architecture, noise level and seed: dense training, every method x ratio, baselines."""
     spec = case.models[arch]
     variants, ratios = case.prune.variants, case.prune.ratios
@@ -232,11 +330,10 @@ def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype,
     task = loaded.task
     dense = make_model(spec, task.in_features, task.out_features, seed, device=device, dtype=dtype)
     fit(dense, task, train_config(case.train, seed), progress=_epochs(bar, f"{where} dense"))
-    provenance = dict(_provenance(case, level, seed), architecture=arch)
-    models_dir = out / "models"
+    provenance = dict(_provenance(case, level, seed), architecture=arch, data_sha256=data.sha256)
     tag = f"{arch}_noise{level:g}_seed{seed}"
     if case.save_models and seed == case.seeds[0]:
-        save_surrogate(dense, models_dir / f"dense_{tag}.sciprune", task, provenance)
+        save_surrogate(dense, child(out, "models", f"dense_{tag}.sciprune"), task, provenance)
     bar.update(1)
 
     res = {m: np.full((len(labels), len(ratios), len(STAGES)), np.nan) for m in metrics}
@@ -263,7 +360,7 @@ def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype,
                 fields[f"{label} r={ratio:g} fine-tuned"] = predict_field(model, loaded)
             if case.save_models and seed == case.seeds[0] and r == len(ratios) - 1:
                 prov = dict(provenance, method=method, ratio=ratio, scope=case.prune.scope, compensate=compensate)
-                save_surrogate(model, models_dir / f"{label}_r{ratio:g}_{tag}.sciprune", task, prov)
+                save_surrogate(model, child(out, "models", f"{label}_r{ratio:g}_{tag}.sciprune"), task, prov)
             bar.update(1)
 
     coords = {"arch": [arch], "noise": [level], "seed": [seed], "method": labels, "ratio": ratios, "stage": list(STAGES)}

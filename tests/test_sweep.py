@@ -66,27 +66,34 @@ def reference(work):
     return case, read_dataset(path), work / "ref"
 
 
-def test_grid_keys_ignore_output_and_device_but_not_settings():
-    a = build_grid(load_case(CI_CASE))
-    b = build_grid(load_case(CI_CASE, {"output": "elsewhere", "device": "cuda", "name": "other"}))
+SHA = "0" * 64  # a data content hash for the grid-only tests
+
+
+def test_grid_keys_ignore_output_and_device_but_not_settings_or_data():
+    a = build_grid(load_case(CI_CASE), data_sha256=SHA)
+    b = build_grid(load_case(CI_CASE, {"output": "elsewhere", "device": "cuda", "name": "other"}), data_sha256=SHA)
     assert [r.key for r in a] == [r.key for r in b]
     assert len({r.key for r in a}) == len(a) == 2 * 2 * 2 * (1 + 4 * 2 + 2)
-    c = build_grid(load_case(CI_CASE, {"finetune.epochs": 11}))
+    c = build_grid(load_case(CI_CASE, {"finetune.epochs": 11}), data_sha256=SHA)
     changed = {r.kind for r, s in zip(a, c) if r.key != s.key}
     assert changed == {"prune"}  # fine-tuning changes pruning runs only
-    d = build_grid(load_case(CI_CASE, {"train.lr": 0.02}))
+    d = build_grid(load_case(CI_CASE, {"train.lr": 0.02}), data_sha256=SHA)
     assert all(r.key != s.key for r, s in zip(a, d))
+    e = build_grid(load_case(CI_CASE), data_sha256="1" * 64)  # same settings, other data contents
+    assert all(r.key != s.key and r.settings == s.settings for r, s in zip(a, e))
 
 
-def test_store_roundtrip_and_leftover_temp_files(tmp_path):
+def test_store_roundtrip_exact_and_keyed_on_data(tmp_path):
     store = SweepStore(tmp_path)
-    run = build_grid(load_case(CI_CASE))[1]
-    store.put(run, {"pruned": {"x": 0.1 + 0.2}, "finetuned": {"x": 1 / 3}, "sparsity": 0.5})
+    run = build_grid(load_case(CI_CASE), data_sha256=SHA)[1]
+    store.put(run, {"pruned": {"x": 0.1 + 0.2}, "finetuned": {"x": 1 / 3}, "sparsity": 0.5}, data_sha256=SHA)
     (store.runs_dir / ".half.json.123.tmp").write_text('{"key": ')
-    rec = store.scan()[run.key]
+    records, damaged = store.scan(["x"])
+    rec = records[run.key]
     assert rec["pruned"]["x"] == 0.1 + 0.2 and rec["finetuned"]["x"] == 1 / 3  # exact float64
     assert rec["method"] == run.label and rec["ratio"] == run.ratio
-    assert not list(store.runs_dir.glob(".*.tmp"))
+    assert rec["data_sha256"] == SHA and rec["settings"] == run.settings and not damaged
+    assert list(store.runs_dir.glob(".*.tmp"))  # scanning deletes nothing: only the lock holder cleans
 
 
 def test_sweep_equals_run_case_float64(reference, work):
@@ -102,7 +109,7 @@ def test_sweep_equals_run_case_float64(reference, work):
         np.testing.assert_allclose(sweep[v].sel(stage="pruned"), run[v].sel(stage="pruned"), rtol=1e-10)
     # the same case again: everything is found in the store, nothing recomputed
     again = run_sweep(case, show_progress=False, echo=(msgs := []).append)
-    assert "88 runs already done, 0 to run" in msgs[0]
+    assert msgs == [f"{case.name}: 88 runs, 88 runs already done, 0 to run"]
     assert_same(read_dataset(again), ref, rtol=0, what="rerun")
     r = CliRunner().invoke(cli, ["report", str(again), "--out", str(work / "report")])
     assert r.exit_code == 0, r.output
@@ -131,7 +138,7 @@ def test_resume_after_sigkill(reference, work):
     assert n == n_before
     assert all(p.stat().st_mtime_ns == t for p, t in models.items())  # stored dense networks not retrained
     files = list(runs.glob("*.json"))
-    keys = {r.key for r in build_grid(case) if r.seed == 0}
+    keys = {r.key for r in build_grid(case, data_sha256=ref.attrs["data_sha256"]) if r.seed == 0}
     assert len(files) == 44 and {p.stem for p in files} == keys
     assert not list(runs.glob(".*.tmp"))
     assert_same(read_dataset(out / "results.nc"), ref.sel(seed=[0]), rtol=1e-12, what="resumed vs uninterrupted")
@@ -174,7 +181,7 @@ def test_dask_worker_killed_mid_sweep(reference, work):
     assert got.attrs["engine"] == "sweep (dask)"
     assert_same(got, ref.sel(seed=[0]), rtol=1e-12, what="dask vs local")
     stored = {p.stem for p in (work / "dask" / "sweep" / "runs").glob("*.json")}
-    assert stored == {r.key for r in build_grid(case) if r.seed == 0}
+    assert stored == {r.key for r in build_grid(case, data_sha256=ref.attrs["data_sha256"]) if r.seed == 0}
 
 
 @pytest.mark.parametrize(

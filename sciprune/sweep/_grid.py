@@ -2,10 +2,13 @@
 
 A *run* is the smallest unit a sweep stores: the dense network of an (arch, noise, seed), one pruned
 and fine-tuned copy of it for a (variant, ratio), or one scratch baseline for a ratio. Its key is a
-hash of the resolved configuration that determines its numbers (data, noise law and level, model,
-training and fine-tuning, seed, method, compensation, options, ratio, scope, dtype), never of the
-output folder, the device or the architecture's *name*: a run stored once is found again by any
-sweep that would compute the same thing, and a changed case simply has new keys.
+hash of the resolved configuration that determines its numbers (data settings, noise law and level,
+model, training and fine-tuning, seed, method, compensation, options, ratio, scope, dtype: its
+``settings`` key) together with the content hash of the input data (:mod:`sciprune.fingerprint`),
+never of the output folder, the device or the architecture's *name*: a run stored once is found again
+by any sweep that would compute the same thing from the same data; a changed case or a data file
+changed in place simply has new keys. Each record also stores its ``settings`` key and data hash, so
+a sweep can say which runs are recomputed because their data changed.
 """
 
 from __future__ import annotations
@@ -19,7 +22,7 @@ from typing import Literal, Optional
 from ..config import Case
 from ..errors import ConfigError
 
-__all__ = ["Run", "build_grid", "check_case", "noise_levels"]
+__all__ = ["Run", "build_grid", "run_key", "check_case", "noise_levels"]
 
 Kind = Literal["dense", "prune", "scratch"]
 
@@ -27,7 +30,8 @@ Kind = Literal["dense", "prune", "scratch"]
 @dataclass(frozen=True)
 class Run:
     """One stored unit of a sweep; ``label``/``method``/``compensate`` are set for ``prune`` runs only,
-    ``ratio`` for ``prune`` and ``scratch`` runs."""
+    ``ratio`` for ``prune`` and ``scratch`` runs. ``key`` covers the settings and the data's content
+    hash; ``settings`` is the key of the settings alone (the same for any data)."""
 
     key: str
     kind: Kind
@@ -38,6 +42,7 @@ class Run:
     method: Optional[str] = None
     compensate: Optional[bool] = None
     ratio: Optional[float] = None
+    settings: str = ""
 
     @property
     def block(self) -> tuple[str, float, int]:
@@ -66,26 +71,36 @@ def _base(case: Case, arch: str, level: float, seed: int) -> dict:
     }
 
 
-def build_grid(case: Case) -> list[Run]:
-    """Every run of ``case`` in a fixed order: per (arch, noise, seed) the dense run, then each
-    variant x ratio, then the scratch baselines (if ``[baseline] scratch = true``)."""
+def run_key(settings: str, data_sha256: str) -> str:
+    """The key of a run: its settings key and the content hash of its data."""
+    return _digest({"settings": settings, "data_sha256": data_sha256})
+
+
+def build_grid(case: Case, *, data_sha256: str) -> list[Run]:
+    """Every run of ``case`` on data of content hash ``data_sha256`` (see
+    :func:`sciprune.fingerprint.data_fingerprint`) in a fixed order: per (arch, noise, seed) the dense
+    run, then each variant x ratio, then the scratch baselines (if ``[baseline] scratch = true``)."""
     p = case.prune
     runs: list[Run] = []
+
+    def add(settings: dict, *args, **kwargs) -> None:
+        s = _digest(settings)
+        runs.append(Run(run_key(s, data_sha256), *args, **kwargs, settings=s))
+
     for arch in case.models:
         for level in noise_levels(case):
             for seed in case.seeds:
                 base = _base(case, arch, level, seed)
-                runs.append(Run(_digest({"run": "dense", **base}), "dense", arch, level, seed))
+                add({"run": "dense", **base}, "dense", arch, level, seed)
                 for label, method, compensate in p.variants:
                     for ratio in p.ratios:
-                        key = _digest({"run": "prune", **base, "finetune": case.finetune.model_dump(mode="json"),
-                                       "method": method, "compensate": compensate,
-                                       "options": p.options.get(method, {}), "ratio": float(ratio), "scope": p.scope})
-                        runs.append(Run(key, "prune", arch, level, seed, label, method, compensate, ratio))
+                        add({"run": "prune", **base, "finetune": case.finetune.model_dump(mode="json"),
+                             "method": method, "compensate": compensate,
+                             "options": p.options.get(method, {}), "ratio": float(ratio), "scope": p.scope},
+                            "prune", arch, level, seed, label, method, compensate, ratio)
                 if case.baseline.scratch:
                     for ratio in p.ratios:
-                        key = _digest({"run": "scratch", **base, "ratio": float(ratio)})
-                        runs.append(Run(key, "scratch", arch, level, seed, ratio=ratio))
+                        add({"run": "scratch", **base, "ratio": float(ratio)}, "scratch", arch, level, seed, ratio=ratio)
     return runs
 
 
@@ -106,10 +121,12 @@ def check_case(case: Case, *, local: bool = True) -> None:
                                   "the sample must be one of the generated ones")
         elif not Path(d.file).is_file():
             raise ConfigError(f"data.file: {d.file} is not a file")
-    if local and case.device.startswith("cuda"):
-        import torch
+    elif d.source != "digits" and not Path(d.source).exists():
+        raise ConfigError(f"data.source: {d.source}: no such file or directory; give 'digits', a folder of IDX "
+                          "files or a .h5/.hdf5 file")
+    if local:
+        from ..pipeline import resolve_device
 
-        if not torch.cuda.is_available():
-            raise ConfigError(f"device: {case.device!r} requested but no CUDA device is available; use device = 'cpu'")
+        resolve_device(case.device)
     if not case.models:
         raise ConfigError("model: the case has no architecture")

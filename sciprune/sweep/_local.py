@@ -11,17 +11,21 @@ this process writes the store, one run at a time as batches finish.
 from __future__ import annotations
 
 import time
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import Case
+from ..fingerprint import Fingerprint, HashCache, check_unchanged, data_fingerprint
+from ..outputs import prepare_output
+from ..pipeline import CLASSIFICATION_METRICS, REGRESSION_METRICS, case_hash, study_attrs
 from ..results import write_dataset
+from ..study_lock import HASH_CACHE_NAME, open_study
 from ..tasks import ensure_data
 from ._grid import Run, build_grid, check_case
-from ._store import SweepStore
+from ._store import DamagedRecord, SweepStore
 from ._work import dense_job, prune_job, scratch_job
 
 __all__ = ["run_sweep", "Job", "Engine", "LocalEngine"]
@@ -70,27 +74,99 @@ def run_sweep(
     max_members: int | None = None,
     echo: Callable[[str], None] = print,
     show_progress: bool = True,
+    wait: bool = False,
 ) -> Path:
     """Run every pending run of ``case``, store each as it finishes, write ``<output>/results.nc``.
 
-    Finished runs (found in ``<output>/sweep/`` by key) are skipped, and stored dense networks are
-    loaded instead of retrained. ``engine``: :class:`LocalEngine` (default) or a
-    :class:`~sciprune.sweep.DaskEngine`. ``max_members``: most models per ensemble (default from
-    :func:`sciprune.ensemble.members_per_batch`). Returns the path of ``results.nc``.
+    Finished runs (found in ``<output>/sweep/`` by key: settings and data content hash) are skipped,
+    and stored dense networks are loaded instead of retrained; runs whose data changed and damaged
+    records are recomputed, and the output says which and why. ``engine``: :class:`LocalEngine`
+    (default) or a :class:`~sciprune.sweep.DaskEngine`. ``max_members``: most models per ensemble
+    (default from :func:`sciprune.ensemble.members_per_batch`). ``wait``: wait for another process
+    holding the output folder instead of refusing (:mod:`sciprune.study_lock`). Returns the path of
+    ``results.nc``.
     """
-    from tqdm.auto import tqdm
-
     local = engine is None
     check_case(case, local=local)
-    engine = engine or LocalEngine()
-    out = Path(case.output)
-    out.mkdir(parents=True, exist_ok=True)
-    if ensure_data(case.data):
-        echo(f"generated {case.data.file}")
+    out = prepare_output(case.output, is_dir=True, what="output")
+    with open_study(out, name=case.name, case_hash=case_hash(case), command="sweep", wait=wait, echo=echo):
+        if ensure_data(case.data):
+            echo(f"generated {case.data.file}")
+        cache = HashCache(out / HASH_CACHE_NAME)
+        data = data_fingerprint(case.data, cache=cache)
+        cache.save()
+        return _sweep(case, case_path, out, data, engine or LocalEngine(), local=local, max_members=max_members,
+                      echo=echo, show_progress=show_progress)
+
+
+def _stored_runs(case: Case, runs: list[Run], store: SweepStore, data: Fingerprint,
+                 echo: Callable[[str], None]) -> dict[str, dict]:
+    """The stored records of ``runs``; damaged ones and those of changed data are reported (one line
+    each damaged file, one line per reason for the others) and left out, so they are recomputed."""
+    metrics = REGRESSION_METRICS if case.data.kind == "pdebench" else CLASSIFICATION_METRICS
+    records, damaged = store.scan(metrics)
+    wanted = {r.key: r for r in runs}
+    for path, why in sorted(damaged.items()):
+        if path.stem in wanted:
+            echo(f"{path}: damaged ({why}); recomputing")
+    for key, rec in list(records.items()):
+        if key in wanted and rec["kind"] != wanted[key].kind:
+            echo(f"{store.run_path(key)}: damaged (a {rec['kind']} record where a {wanted[key].kind} run is "
+                 "expected); recomputing")
+            del records[key]
+    by_settings: dict[str, set] = {}
+    for rec in records.values():
+        by_settings.setdefault(rec.get("settings", rec["key"]), set()).add(rec.get("data_sha256"))
+    reasons: dict[str, Counter] = {}
+    for r in runs:
+        olds = by_settings.get(r.settings, set()) - {data.sha256}
+        if r.key in records or not olds:
+            continue
+        if None in olds:
+            why = "stored without a data hash (by an older sciprune)"
+        else:
+            why = f"data {data.label} changed (sha256 {', '.join(sorted(o[:12] for o in olds))}.. -> {data.short()}..)"
+        reasons.setdefault(why, Counter())[r.kind] += 1
+    for why, counts in reasons.items():
+        kinds = ", ".join(f"{n} {k}" for k, n in counts.items())
+        echo(f"recomputing {sum(counts.values())} runs ({kinds}): {why}")
+    return {k: v for k, v in records.items() if k in wanted}
+
+
+def _dense_state(case: Case, store: SweepStore, run: Run, echo: Callable[[str], None]):
+    """The stored dense network of ``run`` (a state_dict), or None if absent or damaged (reported)."""
+    if not store.has_model(run.key):
+        return None
+    try:
+        return store.load_model(run.key, expected=lambda state: _expected_shapes(case, run.arch, state))
+    except DamagedRecord as err:
+        echo(str(err))
+        return None
+
+
+def _expected_shapes(case: Case, arch: str, state: dict) -> dict[str, tuple]:
+    """Parameter names and shapes of ``arch`` for the input and output sizes ``state`` claims."""
+    import torch
+
+    from ..pipeline import make_model
+
+    weights = [v for v in state.values() if v.ndim == 2]
+    if not weights:
+        return {}
+    in_f, out_f = int(weights[0].shape[1]), int(weights[-1].shape[0])
+    with torch.device("meta"):
+        model = make_model(case.models[arch], in_f, out_f, 0, device="meta", dtype=torch.float32)
+    return {k: tuple(v.shape) for k, v in model.state_dict().items()}
+
+
+def _sweep(case: Case, case_path: str | None, out: Path, data: Fingerprint, engine: Engine, *, local: bool,
+           max_members: int | None, echo: Callable[[str], None], show_progress: bool) -> Path:
+    from tqdm.auto import tqdm
+
     t0 = time.perf_counter()
-    runs = build_grid(case)
+    runs = build_grid(case, data_sha256=data.sha256)
     store = SweepStore(out / "sweep")
-    records = store.scan()
+    records = _stored_runs(case, runs, store, data, echo)
     done = sum(r.key in records for r in runs)
     echo(f"{case.name}: {len(runs)} runs, {done} runs already done, {len(runs) - done} to run")
     bar = tqdm(total=len(runs), initial=done, desc=case.name, unit="run", disable=not show_progress,
@@ -123,12 +199,12 @@ def run_sweep(
                 continue
             d = parts["dense"][0]
             pending = any(r.key not in records for r in parts["prune"])
-            has_model = store.has_model(d.key)
-            if d.key not in records or (pending and not has_model):
+            state = _dense_state(case, store, d, echo) if (pending or d.key not in records) else None
+            if d.key not in records or (pending and state is None):
                 dense_runs.append(d)
-                states.append(store.load_model(d.key) if has_model else None)
-            if pending and has_model:
-                prune_batch(block, store.load_model(d.key))
+                states.append(state)
+            if pending and state is not None:
+                prune_batch(block, state)
             scratch += [r for r in parts["scratch"] if r.key not in records]
         if dense_runs:
             members = [(r.noise, r.seed, s) for r, s in zip(dense_runs, states)]
@@ -147,7 +223,7 @@ def run_sweep(
                     store.save_model(run.key, res["state"])
                 res = {"metrics": res["metrics"], "weights": res["weights"]}
             fresh = run.key not in records
-            store.put(run, res)
+            store.put(run, res, data_sha256=data.sha256)
             records[run.key] = res
             if fresh:
                 bar.update(1)
@@ -155,10 +231,9 @@ def run_sweep(
                 given = job.args[2][k][2]
                 prune_batch(run.block, given if given is not None else results[k]["state"])
     bar.close()
+    check_unchanged(data)
 
     ds = store.combine(case, runs, records)
-    from ..pipeline import study_attrs
-
-    ds.attrs.update(study_attrs(case, case_path, wall_time_s=time.perf_counter() - t0, device=case.device),
+    ds.attrs.update(study_attrs(case, case_path, wall_time_s=time.perf_counter() - t0, device=case.device, data=data),
                     engine="sweep (local)" if local else "sweep (dask)")
     return write_dataset(ds, out / "results.nc")

@@ -7,9 +7,12 @@ Layout::
 
 Why one JSON file per run: a run is the unit that resumes, so a file per run makes "is it done?" a
 directory listing and makes every write independent (temp file + fsync + ``os.replace``: a file is
-either complete or absent; a crash leaves at worst a ``.*.tmp`` that the next scan deletes). No lock,
-no database and no append-only log to repair; the client process is the only writer (Dask workers
-return results, they never write), so there are no concurrent writers to arbitrate. JSON writes
+either complete or absent; a crash leaves at worst a ``.*.tmp``, deleted by the next sweep that takes
+the output folder's lock, :mod:`sciprune.study_lock`). No database and no append-only log to repair;
+the client process holding that lock is the only writer (Dask workers return results, they never
+write). Every record is checked when read: a file of the wrong shape (valid JSON missing keys or with
+values of the wrong type, or not JSON at all) or a weights file that does not load as the state_dict
+of the run's architecture is reported as damaged and its run computed again, never trusted. JSON writes
 floats with ``repr``, so a float64 read back is bit-for-bit the one computed. The metrics of a run are
 a few hundred bytes; a GPU-scale study (~10^4 runs) is ~10^4 files, which any file system lists in
 milliseconds. Dense weights go beside them (``torch.save`` of the state_dict, also atomic) so that
@@ -19,18 +22,70 @@ pruning runs resumed later start from the same dense network instead of retraini
 
 from __future__ import annotations
 
+import io
 import json
+import math
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 import xarray as xr
 
+from ..outputs import child
 from ..pipeline import STAGES
-from ..results import atomic_path
+from ..results import write_bytes_atomic
 from ._grid import Run
 
-__all__ = ["SweepStore"]
+__all__ = ["SweepStore", "DamagedRecord", "record_problem"]
+
+
+class DamagedRecord(Exception):
+    """A stored file of the sweep that cannot be used; ``str()`` is the one-line report."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        super().__init__(f"{path}: damaged ({why}); recomputing")
+        self.path, self.why = path, why
+
+
+_KINDS = {"dense": ("metrics", "weights"), "scratch": ("metrics", "weights"), "prune": ("pruned", "finetuned", "sparsity")}
+
+
+def _number(v: object) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def _metrics_problem(d: object, name: str, metrics: Sequence[str] | None) -> str | None:
+    if not isinstance(d, dict) or not all(isinstance(k, str) and _number(v) for k, v in d.items()):
+        return f"'{name}' is not an object of numbers"
+    missing = [m for m in (metrics or ()) if m not in d]
+    return f"'{name}' lacks the metric {missing[0]!r}" if missing else None
+
+
+def record_problem(rec: object, stem: str, metrics: Sequence[str] | None = None) -> str | None:
+    """What is wrong with a run record read from ``<stem>.json``, or None if it is well formed."""
+    if not isinstance(rec, dict):
+        return f"expected a JSON object, got {type(rec).__name__}"
+    if rec.get("key") != stem:
+        return f"its 'key' is {rec.get('key')!r}, not the file name {stem!r}"
+    kind = rec.get("kind")
+    if kind not in _KINDS:
+        return f"'kind' is {kind!r}, expected one of {sorted(_KINDS)}"
+    for name in ("settings", "data_sha256"):
+        if name in rec and not isinstance(rec[name], str):
+            return f"'{name}' is not a string"
+    for name in _KINDS[kind]:
+        if name not in rec:
+            return f"the key {name!r} of a {kind} run is missing"
+        if name in ("metrics", "pruned", "finetuned"):
+            problem = _metrics_problem(rec[name], name, metrics)
+            if problem:
+                return problem
+        elif not _number(rec[name]):
+            return f"'{name}' is {rec[name]!r}, expected a number"
+    if kind != "prune" and not (math.isfinite(rec["weights"]) and rec["weights"] >= 0):
+        return f"'weights' is {rec['weights']!r}, expected a count"
+    return None
 
 
 
@@ -42,44 +97,73 @@ class SweepStore:
         self.runs_dir = self.root / "runs"
         self.models_dir = self.root / "models"
 
-    def scan(self) -> dict[str, dict]:
-        """Every stored run by key; leftover temporary files of an interrupted write are deleted."""
+    def scan(self, metrics: Sequence[str] | None = None) -> tuple[dict[str, dict], dict[Path, str]]:
+        """Every stored run by key, and the damaged run files with what is wrong with each.
+
+        ``metrics``: the metric names every record must hold (those of the case's task); a record
+        lacking one, or of another shape, is damaged. Temporary files are left alone (see
+        :func:`sciprune.study_lock.remove_orphans`).
+        """
         out: dict[str, dict] = {}
-        for folder in (self.runs_dir, self.models_dir):
-            if folder.is_dir():
-                for tmp in folder.glob(".*.tmp"):
-                    tmp.unlink(missing_ok=True)
+        damaged: dict[Path, str] = {}
         if not self.runs_dir.is_dir():
-            return out
+            return out, damaged
         for path in self.runs_dir.glob("*.json"):
             try:
-                rec = json.loads(path.read_text())
-            except (OSError, ValueError):  # not written by this store; treat as not done
+                rec = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError, UnicodeDecodeError) as err:
+                damaged[path] = f"not readable JSON: {type(err).__name__}"
                 continue
-            if rec.get("key") == path.stem:
+            problem = record_problem(rec, path.stem, metrics)
+            if problem is not None:
+                damaged[path] = problem
+            else:
                 out[path.stem] = rec
-        return out
+        return out, damaged
 
-    def put(self, run: Run, record: dict) -> None:
-        """Store the numbers of ``run`` atomically."""
-        rec = {"key": run.key, "kind": run.kind, "arch": run.arch, "noise": run.noise, "seed": run.seed,
-               "method": run.label, "ratio": run.ratio, **record}
-        with atomic_path(self.runs_dir / f"{run.key}.json") as tmp:
-            tmp.write_text(json.dumps(rec))
+    def put(self, run: Run, record: dict, *, data_sha256: str) -> None:
+        """Store the numbers of ``run`` (computed from data of hash ``data_sha256``) atomically."""
+        rec = {"key": run.key, "settings": run.settings, "data_sha256": data_sha256, "kind": run.kind,
+               "arch": run.arch, "noise": run.noise, "seed": run.seed, "method": run.label, "ratio": run.ratio,
+               **record}
+        write_bytes_atomic(self.run_path(run.key), json.dumps(rec).encode())
+
+    def run_path(self, key: str) -> Path:
+        return child(self.runs_dir, f"{key}.json")
 
     def model_path(self, dense_key: str) -> Path:
-        return self.models_dir / f"{dense_key}.pt"
+        return child(self.models_dir, f"{dense_key}.pt")
 
     def has_model(self, dense_key: str) -> bool:
         return self.model_path(dense_key).is_file()
 
     def save_model(self, dense_key: str, state: dict[str, torch.Tensor]) -> None:
         """The dense network's state_dict, atomically."""
-        with atomic_path(self.model_path(dense_key)) as tmp:
-            torch.save({k: v.detach().cpu() for k, v in state.items()}, tmp)
+        buf = io.BytesIO()
+        torch.save({k: v.detach().cpu() for k, v in state.items()}, buf)
+        write_bytes_atomic(self.model_path(dense_key), buf.getbuffer())
 
-    def load_model(self, dense_key: str) -> dict[str, torch.Tensor]:
-        return torch.load(self.model_path(dense_key), map_location="cpu", weights_only=True)
+    def load_model(self, dense_key: str,
+                   expected: Callable[[dict], dict[str, tuple]] | None = None) -> dict[str, torch.Tensor]:
+        """The stored state_dict of a dense network; a :class:`DamagedRecord` if it does not load as a
+        dict of floating-point tensors or, with ``expected`` (state -> {name: shape} of the network it
+        should be), has other names or shapes."""
+        path = self.model_path(dense_key)
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # garbage, truncated or foreign: never trusted
+            raise DamagedRecord(path, f"not a saved state_dict: {type(err).__name__}") from None
+        if not (isinstance(state, dict) and state and all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                                           for k, v in state.items())):
+            raise DamagedRecord(path, "not a dict of named tensors")
+        if expected is not None:
+            got, want = {k: tuple(v.shape) for k, v in state.items()}, expected(state)
+            if got != want:
+                diff = sorted(set(got.items()) ^ set(want.items()))[:1]
+                raise DamagedRecord(path, f"parameters do not match the architecture (first difference: {diff})")
+        if not all(v.is_floating_point() for v in state.values()):
+            raise DamagedRecord(path, "parameters are not floating point")
+        return state
 
     def combine(self, case, runs: list[Run], records: dict[str, dict]) -> xr.Dataset:
         """The runs of a grid as one Dataset in the layout of ``sciprune run`` (no attributes)."""
