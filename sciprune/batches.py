@@ -4,6 +4,11 @@ Criteria and training take ``data`` as a tuple ``(X, Y)`` of tensors or numpy ar
 :class:`~sciprune.data.TaskData` (its training split is used), or any re-iterable of ``(X, Y)``
 batches such as a ``DataLoader``. :func:`as_batches` gives a re-iterable of ``(X, Y)`` tensors on
 the requested device and dtype; tuples are kept resident and sliced, never copied per pass.
+
+Given the model (``as_batches(..., model=m)``, :func:`check_pair`), the data are checked against it
+at the boundary: ``X`` floating and shaped ``(N, F_in)``; ``Y`` floating ``(N, F_out)`` (``(N,)`` is
+read as one column when ``F_out == 1``) or integer labels ``(N,)`` in ``[0, F_out)``. The small
+validators every entry point shares (:func:`check_seed`, :func:`check_positive_int`) live here too.
 """
 
 from __future__ import annotations
@@ -15,7 +20,70 @@ import torch
 
 from .errors import SciPruneError
 
-__all__ = ["Batches", "as_batches", "as_tensor"]
+__all__ = ["Batches", "as_batches", "as_tensor", "check_pair", "model_shapes", "check_seed", "check_positive_int",
+           "SEED_LIMIT"]
+
+#: Seeds are integers in [0, SEED_LIMIT): what numpy's and torch's generators both accept.
+SEED_LIMIT = 2**32
+
+
+def check_seed(seed, what: str = "seed") -> int:
+    """``seed`` as an int if it is an integer in [0, 2**32), else a :class:`SciPruneError`."""
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < SEED_LIMIT:
+        raise SciPruneError(f"{what} must be an integer in [0, 2**32), got {seed!r}")
+    return int(seed)
+
+
+def check_positive_int(value, what: str, *, none_ok: bool = False) -> int | None:
+    """``value`` as a positive int (or None when ``none_ok``), else a :class:`SciPruneError`."""
+    if value is None and none_ok:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        extra = " or None" if none_ok else ""
+        raise SciPruneError(f"{what} must be a positive integer{extra}, got {value!r}")
+    return int(value)
+
+
+def model_shapes(model) -> tuple[int, int] | None:
+    """(F_in of the first nn.Linear, F_out of the last) of ``model``, or None without Linear layers."""
+    lins = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    return (lins[0].in_features, lins[-1].out_features) if lins else None
+
+
+def check_pair(X: torch.Tensor, Y: torch.Tensor, shapes: tuple[int, int] | None,
+               names: tuple[str, str] = ("X", "Y")) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(X, Y)`` checked for a model taking ``shapes = (F_in, F_out)``; (N,) columns made (N, 1)."""
+    nx, ny = names
+    if not X.is_floating_point():
+        raise SciPruneError(f"{nx} must hold floating-point values, got {X.dtype}; convert it first "
+                            "(X.float() or X.astype(np.float32))")
+    if X.ndim == 1:
+        X = X[:, None]
+    if X.ndim != 2 or X.shape[0] == 0:
+        raise SciPruneError(f"{nx} must be a non-empty (N, F_in) array, got shape {tuple(X.shape)}")
+    if Y.shape[:1] != X.shape[:1]:
+        raise SciPruneError(f"{nx} and {ny} must have the same number of rows, got {X.shape[0]} and "
+                            f"{Y.shape[0] if Y.ndim else 'a scalar'}")
+    f_in, f_out = shapes if shapes is not None else (X.shape[1], None)
+    if X.shape[1] != f_in:
+        raise SciPruneError(f"{nx} has {X.shape[1]} features (columns) but the model takes F_in={f_in}")
+    if Y.is_floating_point():
+        if Y.ndim == 1 and f_out in (1, None):
+            Y = Y[:, None]
+        if Y.ndim != 2 or (f_out is not None and Y.shape[1] != f_out):
+            want = f"({X.shape[0]}, {f_out})" if f_out is not None else "(N, F_out)"
+            raise SciPruneError(f"{ny} must have shape {want} (one column per model output), got {tuple(Y.shape)}")
+    elif Y.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8):
+        if Y.ndim != 1:
+            raise SciPruneError(f"integer {ny} are class labels and must have shape ({X.shape[0]},), got {tuple(Y.shape)}")
+        lo, hi = int(Y.min()), int(Y.max())
+        if f_out is not None and (lo < 0 or hi >= f_out):
+            raise SciPruneError(f"class labels in {ny} must lie in [0, {f_out}) (the model has {f_out} outputs), "
+                                f"got values in [{lo}, {hi}]")
+        Y = Y.long()
+    else:
+        raise SciPruneError(f"{ny} must hold floating targets or integer class labels, got {Y.dtype}")
+    return X, Y
 
 
 def _all_finite(a: torch.Tensor) -> bool:
@@ -35,9 +103,13 @@ def _all_finite(a: torch.Tensor) -> bool:
 def as_tensor(a, *, device=None, dtype=None, name: str = "data") -> torch.Tensor:
     """numpy array or tensor -> tensor; floating data cast to ``dtype``; non-finite values rejected."""
     if isinstance(a, np.ndarray):
+        if a.dtype.kind not in "biuf":
+            raise SciPruneError(f"{name} must hold real numbers, got a numpy array of dtype {a.dtype}")
         a = torch.from_numpy(np.ascontiguousarray(a))
     if not isinstance(a, torch.Tensor):
         raise SciPruneError(f"{name} must be a tensor or numpy array, got {type(a).__name__}")
+    if a.is_complex():
+        raise SciPruneError(f"{name} must hold real numbers, got {a.dtype} (the real part is never taken silently)")
     if a.is_floating_point():
         if not _all_finite(a):
             raise SciPruneError(f"{name} contains NaN or infinite values")
@@ -50,21 +122,17 @@ def as_tensor(a, *, device=None, dtype=None, name: str = "data") -> torch.Tensor
 class Batches:
     """A re-iterable of ``(X, Y)`` tensor batches on one device."""
 
-    def __init__(self, source, *, device=None, dtype=None, batch_size: int | None = None) -> None:
-        self.device, self.dtype = device, dtype
+    def __init__(self, source, *, device=None, dtype=None, batch_size: int | None = None,
+                 shapes: tuple[int, int] | None = None) -> None:
+        self.device, self.dtype, self.shapes = device, dtype, shapes
+        batch_size = check_positive_int(batch_size, "batch_size", none_ok=True)
         self._tensors: tuple[torch.Tensor, torch.Tensor] | None = None
         self._iterable = None
         if isinstance(source, tuple) and len(source) == 2:
             X = as_tensor(source[0], device=device, dtype=dtype, name="X")
             Y = as_tensor(source[1], device=device, dtype=dtype, name="Y")
-            if X.shape[0] != Y.shape[0]:
-                raise SciPruneError(f"X and Y must have the same number of rows, got {X.shape[0]} and {Y.shape[0]}")
-            if X.ndim == 1:
-                X = X[:, None]
-            self._tensors = (X, Y)
-            self.batch_size = int(batch_size) if batch_size else X.shape[0]
-            if self.batch_size < 1:
-                raise SciPruneError(f"batch_size must be a positive integer, got {batch_size}")
+            self._tensors = check_pair(X, Y, shapes)
+            self.batch_size = batch_size or self._tensors[0].shape[0]
         elif isinstance(source, Iterable) and not isinstance(source, (str, bytes, torch.Tensor, np.ndarray)):
             self._iterable = source
         else:
@@ -87,21 +155,23 @@ class Batches:
         for batch in self._iterable:
             if not (isinstance(batch, (tuple, list)) and len(batch) >= 2):
                 raise SciPruneError("each batch of an iterable must be a pair (X, Y)")
-            yield (
+            yield check_pair(
                 as_tensor(batch[0], device=self.device, dtype=self.dtype, name="X"),
                 as_tensor(batch[1], device=self.device, dtype=self.dtype, name="Y"),
+                self.shapes, names=(f"X of batch {n}", f"Y of batch {n}"),
             )
             n += 1
         if n == 0:
             raise SciPruneError("the data iterable yielded no batches")
 
 
-def as_batches(data, *, device=None, dtype=None, batch_size: int | None = None) -> Batches:
-    """Normalise ``data`` to :class:`Batches` (see module docstring)."""
+def as_batches(data, *, device=None, dtype=None, batch_size: int | None = None, model=None) -> Batches:
+    """Normalise ``data`` to :class:`Batches` (see module docstring), checked against ``model`` if given."""
     if isinstance(data, Batches):
         return data
     from .data._types import TaskData
 
     if isinstance(data, TaskData):
         data = (data.X_train, data.Y_train)
-    return Batches(data, device=device, dtype=dtype, batch_size=batch_size)
+    shapes = model_shapes(model) if model is not None else None
+    return Batches(data, device=device, dtype=dtype, batch_size=batch_size, shapes=shapes)

@@ -6,6 +6,7 @@ code 2, without a traceback. Heavy imports happen inside the commands.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 
@@ -13,6 +14,13 @@ import click
 
 from ._cli_base import Group as _Group
 from ._cli_base import UserError
+
+
+#: Seeds: integers in [0, 2**32), what numpy's and torch's generators accept.
+SEED = click.IntRange(0, 2**32 - 1)
+DEVICE_HELP = "cpu, cuda, cuda:N or mps."
+RESCALE_HELP = ("Proceed when the model's data no longer match what it records (file hash, scaling): the "
+                "data are mapped by the model's stored scaling, as sciprune.load(path)(x) would.")
 
 
 def _ints(text: str | None) -> list[int] | None:
@@ -43,7 +51,8 @@ def generate() -> None:
 
 
 @generate.command("diffusion-sorption")
-@click.option("--out", "out", required=True, type=click.Path(dir_okay=False), help="HDF5 file to write (resumed if it exists).")
+# A plain string: click.Path refuses a NUL byte with a ValueError (exit 1) and pre-empts the library's checks.
+@click.option("--out", "out", required=True, type=str, help="HDF5 file to write (resumed if it exists).")
 @click.option("--samples", default=1, show_default=True, type=int, help="Number of samples (seeds first-seed ...).")
 @click.option("--nx", default=1024, show_default=True, type=int, help="Number of cells.")
 @click.option("--nt", default=101, show_default=True, type=int, help="Number of output times in [0, 500].")
@@ -56,15 +65,21 @@ def generate_diffsorp(out, samples, nx, nt, mode, workers, first_seed) -> None:
 
     from .data.diffsorp import generate as gen
 
-    bar = tqdm(total=samples, desc="diffusion-sorption", unit="sample")
+    bar = None
 
     def progress(done: int, total: int) -> None:
-        bar.total = total
+        nonlocal bar
+        if bar is None:  # drawn at the first finished sample, after every check has passed
+            bar = tqdm(total=total, initial=max(done - 1, 0), desc="diffusion-sorption", unit="sample")
         bar.n = done
         bar.refresh()
 
-    path = gen(out, n_samples=samples, nx=nx, nt=nt, mode=mode, workers=workers, first_seed=first_seed, progress=progress)
-    bar.close()
+    try:
+        path = gen(out, n_samples=samples, nx=nx, nt=nt, mode=mode, workers=workers, first_seed=first_seed,
+                   progress=progress)
+    finally:
+        if bar is not None:
+            bar.close()
     click.echo(f"wrote {path}")
 
 
@@ -106,19 +121,28 @@ def _data_spec(data_arg: str, sample: int, split: str, generate_nx: int | None):
 
 
 def _is_classification_h5(path: str) -> bool:
+    """True for an HDF5 file in one of the classification layouts (links are never followed out of it)."""
     if not Path(path).is_file():
         return False
     import h5py
 
-    try:
-        with h5py.File(path, "r") as f:
-            return "labels" in f or ("train" in f and "labels" in f["train"])
-    except OSError:
+    from .data._files import open_h5
+    from .data.classification import classification_h5_splits
+
+    if not h5py.is_hdf5(path):
         return False
+    with open_h5(path) as f:
+        return classification_h5_splits(f) is not None
 
 
-def _validated(fn, *args, **kwargs):
-    """Build a config object, turning pydantic errors into one-line user errors."""
+def _validated(fn, *args, _names: dict[str, str] | None = None, _origin: str | None = None, **kwargs):
+    """Build a config object, turning pydantic errors into one-line user errors.
+
+    Each bad field is named as the command-line option it came from (``epochs`` -> ``--epochs``, or
+    ``_names[field]``), or under ``_origin`` (e.g. the model whose provenance is read).
+    """
+    import re
+
     from pydantic import ValidationError
 
     try:
@@ -126,7 +150,15 @@ def _validated(fn, *args, **kwargs):
     except ValidationError as err:
         from .config import _format_error
 
-        raise UserError(_format_error("option", err)) from None
+        line = _format_error("option", err)
+        if _origin is not None:
+            raise UserError(line.replace("option: ", f"{_origin}.")) from None
+
+        def name(m: re.Match) -> str:
+            field = m.group(1)
+            return (_names or {}).get(field, "--" + field.replace("_", "-")) + (m.group(2) or "") + ":"
+
+        raise UserError(re.sub(r"option: ([A-Za-z_]+)((?:\.[\w]+)*):", name, line)) from None
 
 
 @cli.command()
@@ -147,32 +179,37 @@ def _validated(fn, *args, **kwargs):
 @click.option("--batch-size", default=None, type=int, help="Mini-batch size (default: full batch).")
 @click.option("--schedule", default="constant", show_default=True, type=click.Choice(["constant", "cosine", "step", "plateau"]))
 @click.option("--patience", default=None, type=int, help="Early stopping patience in epochs.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--seed", default=0, show_default=True, type=SEED)
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--out", "out", required=True, type=click.Path(), help="Directory of the saved model (.sciprune).")
 def train(data_arg, sample, generate_nx, split, noise_kind, noise_level, model_kind, widths, activation, optimizer,
           lr, epochs, batch_size, schedule, patience, seed, device, out) -> None:
     """Train a dense network and save it as a portable surrogate."""
-    from .config import ModelSpec, TrainSpec
+    from .config import ModelSpec, NoiseSpec, TrainSpec
     from .pipeline import evaluate, make_model, resolve_device, train_config
     from .tasks import build_task, ensure_data
     from .training import fit
 
-    spec = _validated(_data_spec, data_arg, sample, split, generate_nx)
-    mspec = _validated(ModelSpec, kind=model_kind, widths=_ints(widths), activation=activation)
+    spec = _validated(_data_spec, data_arg, sample, split, generate_nx,
+                      _names={"file": "--data", "source": "--data", "generate": "--generate-nx"})
+    mspec = _validated(ModelSpec, kind=model_kind, widths=_ints(widths), activation=activation,
+                       _names={"kind": "--model"})
     tspec = _validated(TrainSpec, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size,
                        schedule=schedule, patience=patience)
+    _validated(NoiseSpec, kind=noise_kind, levels=[noise_level], _names={"kind": "--noise", "levels": "--noise-level"})
     dev = resolve_device(device)
-    ensure_data(spec)
-    loaded = build_task(spec, noise_kind=noise_kind, noise_level=noise_level, seed=seed).to(dev)
-    task = loaded.task
-    model = make_model(mspec, task.in_features, task.out_features, seed, device=dev, dtype=torch_float())
-    hist = fit(model, task, train_config(tspec, seed), progress=_epoch_progress(epochs))
-    prov = {"data": spec.model_dump(), "noise": {"kind": noise_kind if noise_level else "none", "level": noise_level},
-            "seed": seed, "train": tspec.model_dump(), "model": mspec.model_dump()}
-    _save_model(model, out, task, prov)
-    click.echo(json.dumps({"final_train_loss": hist.final_train_loss, **evaluate(model, loaded)}, indent=1))
-    click.echo(f"wrote {out}")
+    _prepare_model_out(out)
+    with _output_folder(Path(out).parent):
+        ensure_data(spec)
+        loaded = build_task(spec, noise_kind=noise_kind, noise_level=noise_level, seed=seed).to(dev)
+        task = loaded.task
+        model = make_model(mspec, task.in_features, task.out_features, seed, device=dev, dtype=torch_float())
+        hist = fit(model, task, train_config(tspec, seed), progress=_epoch_progress(epochs))
+        prov = {"data": spec.model_dump(), "noise": {"kind": noise_kind if noise_level else "none", "level": noise_level},
+                "seed": seed, "train": tspec.model_dump(), "model": mspec.model_dump()}
+        _save_model(model, out, task, dict(prov, **_data_hash(spec)))
+        click.echo(json.dumps({"final_train_loss": hist.final_train_loss, **evaluate(model, loaded)}, indent=1))
+        click.echo(f"wrote {out}")
 
 
 def torch_float():
@@ -202,17 +239,122 @@ def _save_model(model, out, task, provenance) -> None:
     save_surrogate(model, Path(out), task, provenance)
 
 
-def _reload_task(surrogate, device):
-    from .config import DataSpec
+def _prepare_model_out(out: str) -> None:
+    """Check, before any work, that a surrogate can be saved at ``out`` (an existing one is replaced)."""
+    from .surrogate import _as_path, _check_replaceable
+
+    _check_replaceable(_as_path(out, "--out"))
+
+
+@contextlib.contextmanager
+def _output_folder(folder: Path, what: str = "--out"):
+    """``prepare_output(folder, is_dir=True)`` before the work; when the work fails, the folders it
+    created are removed again if still empty, so a failed command leaves the disk as it was."""
+    from .outputs import prepare_output
+
+    created, p = [], Path(folder)
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        created.append(p)
+        p = p.parent
+    path = prepare_output(folder, is_dir=True, what=what)
+    try:
+        yield path
+    except BaseException:
+        for q in created:  # deepest first
+            try:
+                q.rmdir()
+            except OSError:
+                break
+        raise
+
+
+def _data_hash(spec) -> dict:
+    """``{"data_sha256": ...}``: the content hash of the data ``spec`` reads, recorded with every model."""
+    from .fingerprint import data_fingerprint
+
+    return {"data_sha256": data_fingerprint(spec).sha256}
+
+
+def _reload_task(surrogate, device, *, where: str = "the model", rescale: bool = False):
+    """The data a saved model was trained on, in the model's OWN stored scaling, and its provenance.
+
+    The task is rebuilt from the provenance; its data hash and scalings are compared with what the
+    surrogate records. A difference stops with one line (exit 2) unless ``rescale``: then the data
+    are mapped into the stored scaling, so every metric is that of the network as a user calls it
+    (``sciprune.load(path)(x)``). Returns ``(loaded task, provenance, list of the differences)``.
+    """
+    from dataclasses import replace
+
+    from .config import DataSpec, NoiseSpec
     from .tasks import build_task
 
     prov = surrogate.metadata.get("provenance", {})
-    if "data" not in prov:
-        raise UserError("the model records no data provenance; it was not saved by 'sciprune train' or 'run'")
-    spec = _validated(DataSpec, **prov["data"])
+    if not isinstance(prov.get("data"), dict):
+        raise UserError(f"{where}: the model records no data provenance (key 'provenance.data'); it was not "
+                        "saved by 'sciprune train' or 'run'")
+    spec = _validated(DataSpec, **prov["data"], _origin=f"{where}: key provenance.data")
     noise = prov.get("noise", {"kind": "none", "level": 0.0})
-    loaded = build_task(spec, noise_kind=noise["kind"], noise_level=noise["level"], seed=int(prov.get("seed", 0)))
-    return loaded.to(device), prov
+    if not isinstance(noise, dict) or set(noise) != {"kind", "level"}:
+        raise UserError(f"{where}: key 'provenance.noise' must be an object with 'kind' and 'level', got {noise!r}")
+    _validated(NoiseSpec, kind=noise["kind"], levels=[noise["level"]], _origin=f"{where}: key provenance.noise")
+    seed = prov.get("seed", 0)
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise UserError(f"{where}: key 'provenance.seed' must be an integer in [0, 2**32), got {seed!r}")
+    problems = []
+    recorded = prov.get("data_sha256")
+    if recorded is not None:
+        actual = _data_hash(spec)["data_sha256"]
+        if actual != recorded:
+            problems.append(f"the data ({spec.file or spec.source}) now hash to {str(actual)[:12]}... but the model "
+                            f"records {str(recorded)[:12]}... (provenance.data_sha256)")
+    loaded = build_task(spec, noise_kind=noise["kind"], noise_level=noise["level"], seed=seed)
+    task = loaded.task
+    if (task.in_features, task.out_features) != (surrogate.in_features, surrogate.out_features):
+        raise UserError(f"{where}: the model maps {surrogate.in_features} -> {surrogate.out_features} features but "
+                        f"its data now give {task.in_features} -> {task.out_features}")
+    task, differ = _in_model_units(task, surrogate)
+    problems += differ
+    if problems and not rescale:
+        raise UserError(f"{where}: " + "; ".join(problems) + "; the data or the model changed since it was saved. "
+                        "Pass --rescale-data to use the network as stored, on the current data in its stored scaling")
+    return replace(loaded, task=task).to(device, surrogate.dtype), prov, problems
+
+
+def _in_model_units(task, surrogate):
+    """``task`` with its data mapped into the surrogate's stored scalings (and carrying them), and a line
+    for each scaling that differs from the one rebuilt from the data."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    from .scaling import Scaling
+
+    def same(a, b) -> bool:
+        return np.allclose(a.shift, b.shift, rtol=1e-12, atol=0) and np.allclose(a.scale, b.scale, rtol=1e-12, atol=0)
+
+    def remap(t, old, new):
+        return None if t is None else new.forward(old.inverse(t.double())).to(t.dtype)
+
+    changes, problems = {}, []
+    sides = [("input_scaling", ("X_train", "X_val", "X_test"), task.in_features)]
+    if task.task == "regression":
+        sides.append(("output_scaling", ("Y_train", "Y_val", "Y_test", "Y_train_clean", "Y_val_clean", "Y_test_clean"),
+                      task.out_features))
+    for key, names, n in sides:
+        old = getattr(task, key) or Scaling.identity(n)
+        new = getattr(surrogate, key) or Scaling.identity(n)
+        if same(old, new):
+            changes[key] = new
+            continue
+        problems.append(f"its stored {key} (shift {_brief(new.shift)}, scale {_brief(new.scale)}) differs from the "
+                        f"one rebuilt from its data (shift {_brief(old.shift)}, scale {_brief(old.scale)})")
+        changes.update({name: remap(getattr(task, name), old, new) for name in names}, **{key: new})
+    return replace(task, **changes), problems
+
+
+def _brief(values) -> str:
+    vals = [f"{v:.6g}" for v in list(values)[:3]]
+    return "[" + ", ".join(vals) + (", ...]" if len(values) > 3 else "]")
 
 
 @cli.command("prune")
@@ -225,12 +367,16 @@ def _reload_task(surrogate, device):
                    "not even ec (--no-compensate). Default: the method's own.")
 @click.option("--finetune-epochs", default=0, show_default=True, type=int)
 @click.option("--lr", default=1e-3, show_default=True, type=float, help="Fine-tuning learning rate.")
-@click.option("--seed", default=None, type=int, help="Seed of the criterion (default: the model's).")
-@click.option("--device", default="cpu", show_default=True)
+@click.option("--seed", default=None, type=SEED, help="Seed of the criterion (default: the model's).")
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
+@click.option("--rescale-data", is_flag=True, help=RESCALE_HELP)
 @click.option("--out", "out", required=True, type=click.Path(), help="Directory of the pruned model.")
-def prune_cmd(model_path, method, ratio, scope, compensate, finetune_epochs, lr, seed, device, out) -> None:
-    """Prune a saved model on the data it was trained on, optionally fine-tune, and save it."""
+def prune_cmd(model_path, method, ratio, scope, compensate, finetune_epochs, lr, seed, device, rescale_data, out) -> None:
+    """Prune a saved model on the data it was trained on, optionally fine-tune, and save it.
+
+    Metrics are those of the network as stored (its own input and output scaling)."""
     from .config import TrainSpec
+    from .criteria import get
     from .pipeline import evaluate, resolve_device, train_config
     from .pruning import prune
     from .selection import check_ratio
@@ -238,34 +384,50 @@ def prune_cmd(model_path, method, ratio, scope, compensate, finetune_epochs, lr,
     from .training import fit
 
     check_ratio(ratio)
-    from .criteria import get
-
     get(method)
+    tspec = _validated(TrainSpec, epochs=finetune_epochs, lr=lr, _names={"epochs": "--finetune-epochs"})
     dev = resolve_device(device)
     sur = load(model_path, device=str(dev))
-    loaded, prov = _reload_task(sur, dev)
-    model = sur.model
-    seed = int(prov.get("seed", 0)) if seed is None else seed
-    report = prune(model, method, ratio, loaded.task, scope=scope, seed=seed, compensate=compensate)
-    metrics = {"pruned": evaluate(model, loaded)}
-    if finetune_epochs:
-        tspec = _validated(TrainSpec, epochs=finetune_epochs, lr=lr)
-        fit(model, loaded.task, train_config(tspec, seed), progress=_epoch_progress(finetune_epochs))
-        metrics["finetuned"] = evaluate(model, loaded)
-    history = list(prov.get("pruning", [])) + [{"method": method, "ratio": ratio, "scope": scope, "seed": seed,
-                                                 "compensated": report.compensated,
-                                                 "finetune_epochs": finetune_epochs, "source": str(model_path)}]
-    prov = dict(prov, method=method, ratio=ratio, pruning=history)
-    _save_model(model, out, loaded.task, prov)
-    click.echo(json.dumps({"achieved_sparsity": report.achieved, "compensated": report.compensated, **metrics}, indent=1))
-    click.echo(f"wrote {out}")
+    _prepare_model_out(out)
+    with _output_folder(Path(out).parent):
+        loaded, prov, problems = _reload_task(sur, dev, where=str(model_path), rescale=rescale_data)
+        _note(problems)
+        model = sur.model
+        seed = int(prov.get("seed", 0)) if seed is None else seed
+        report = prune(model, method, ratio, loaded.task, scope=scope, seed=seed, compensate=compensate)
+        metrics = {"pruned": evaluate(model, loaded)}
+        if finetune_epochs:
+            fit(model, loaded.task, train_config(tspec, seed), progress=_epoch_progress(finetune_epochs))
+            metrics["finetuned"] = evaluate(model, loaded)
+        history = list(prov.get("pruning", [])) + [{"method": method, "ratio": ratio, "scope": scope, "seed": seed,
+                                                     "compensated": report.compensated,
+                                                     "finetune_epochs": finetune_epochs, "source": str(model_path)}]
+        prov = dict(prov, method=method, ratio=ratio, pruning=history, **_data_hash(_spec_of(prov)))
+        _save_model(model, out, loaded.task, prov)
+        click.echo(json.dumps({"achieved_sparsity": report.achieved, "compensated": report.compensated, **metrics}, indent=1))
+        click.echo(f"wrote {out}")
+
+
+def _spec_of(prov: dict):
+    from .config import DataSpec
+
+    return DataSpec(**prov["data"])
+
+
+def _note(problems: list[str]) -> None:
+    """Say on stderr what --rescale-data accepted."""
+    for line in problems:
+        click.echo(f"note: {line}; using the stored scaling (--rescale-data)", err=True)
 
 
 @cli.command()
 @click.argument("model_path", type=click.Path())
-@click.option("--device", default="cpu", show_default=True)
-def evaluate(model_path, device) -> None:
-    """Metrics of a saved model on the test split of the data it was trained on (JSON)."""
+@click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
+@click.option("--rescale-data", is_flag=True, help=RESCALE_HELP)
+def evaluate(model_path, device, rescale_data) -> None:
+    """Metrics of a saved model on the test split of the data it was trained on (JSON).
+
+    The network is evaluated as a user calls it: with the input and output scaling stored in the model."""
     from .masks import sparsity
     from .pipeline import evaluate as eval_model
     from .pipeline import resolve_device
@@ -273,7 +435,8 @@ def evaluate(model_path, device) -> None:
 
     dev = resolve_device(device)
     sur = load(model_path, device=str(dev))
-    loaded, _ = _reload_task(sur, dev)
+    loaded, _, problems = _reload_task(sur, dev, where=str(model_path), rescale=rescale_data)
+    _note(problems)
     out = eval_model(sur.model, loaded)
     out["weight_sparsity"] = sparsity(sur.model)["weights"]["sparsity"]
     click.echo(json.dumps(out, indent=1))
@@ -285,7 +448,9 @@ def evaluate(model_path, device) -> None:
 @click.option("--output", default=None, help="Override the case's output directory.")
 @click.option("--device", default=None, help="Override the case's device (cpu, cuda, cuda:1).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
-def run(case_file, output, device, quiet) -> None:
+@click.option("--wait", is_flag=True,
+              help="If another process is using the output folder, wait for it to finish instead of exiting.")
+def run(case_file, output, device, quiet, wait) -> None:
     """Run a study described by a TOML case file (see cases/)."""
     from .config import load_case
     from .pipeline import run_case
@@ -296,7 +461,7 @@ def run(case_file, output, device, quiet) -> None:
     if device:
         overrides["device"] = device
     case = load_case(case_file, overrides)
-    path = run_case(case, case_path=case_file, echo=click.echo, show_progress=not quiet)
+    path = run_case(case, case_path=case_file, echo=click.echo, show_progress=not quiet, wait=wait)
     click.echo(f"wrote {path} and figures in {path.parent}")
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 import click
 
 from ._cli_base import Group, UserError
+from .errors import SciPruneError
 
 __all__ = ["diagnose"]
 
@@ -56,14 +57,15 @@ def _subsample(X, Y, max_points: int | None, seed: int):
 
 
 def _load(model_path: str, device: str, max_points: int | None, seed: int, data_file: str | None = None,
-          sample: int = 0):
+          sample: int = 0, *, rescale: bool = False):
     """The saved model, its training data (optionally a seeded subsample) and its test data, and the loss.
 
-    With ``data_file`` (a PDEBench HDF5 file), the data are all points of that file's ``sample``
-    instead, for both roles.
+    The data are in the model's own stored scaling (see :func:`sciprune.cli._reload_task`). With
+    ``data_file`` (a PDEBench HDF5 file), the data are all points of that file's ``sample`` instead,
+    for both roles.
     """
 
-    from .cli import _reload_task
+    from .cli import _note, _reload_task
     from .pipeline import resolve_device
     from .surrogate import load
 
@@ -74,7 +76,8 @@ def _load(model_path: str, device: str, max_points: int | None, seed: int, data_
     if data_file is not None:
         X, Y = _subsample(*_other_data(sur, data_file, sample, dev), max_points, seed)
         return sur.model, (X, Y), None, "mse"
-    loaded, _ = _reload_task(sur, dev)
+    loaded, _, problems = _reload_task(sur, dev, where=str(model_path), rescale=rescale)
+    _note(problems)
     task = loaded.task
     X, Y = _subsample(task.X_train, task.Y_train, max_points, seed)
     model = sur.model
@@ -86,6 +89,22 @@ def _load(model_path: str, device: str, max_points: int | None, seed: int, data_
     return model, (X, Y), (Xt, Yt), loss
 
 
+def _output_folder(out: str):
+    """:func:`sciprune.cli._output_folder` (imported late: ``cli`` imports this module)."""
+    from .cli import _output_folder as folder
+
+    return folder(out)
+
+
+def _finite(value: float, name: str, lo: float, hi: float) -> float:
+    """``value`` if finite and in the open interval (lo, hi), else a one-line user error."""
+    import math
+
+    if not (math.isfinite(value) and lo < value < hi):
+        raise UserError(f"{name} must be a number in ({lo:g}, {hi:g}), got {value!r}")
+    return value
+
+
 def _write(ds, out: Path, name: str) -> Path:
     from .results import versions, write_dataset
 
@@ -95,13 +114,16 @@ def _write(ds, out: Path, name: str) -> Path:
 
 _common = [
     click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder of the results."),
-    click.option("--device", default="cpu", show_default=True),
-    click.option("--max-points", default=None, type=int,
+    click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps."),
+    click.option("--max-points", default=None, type=click.IntRange(min=1),
                  help="Use a seeded random subset of this many training points (default: all)."),
-    click.option("--seed", default=0, show_default=True, type=int),
+    click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1)),
     click.option("--data", "data_file", default=None, type=click.Path(),
                  help="A PDEBench HDF5 file to analyse on instead of the model's own data (regression models)."),
-    click.option("--sample", default=0, show_default=True, type=int, help="Sample of --data."),
+    click.option("--sample", default=0, show_default=True, type=click.IntRange(min=0), help="Sample of --data."),
+    click.option("--rescale-data", is_flag=True,
+                 help="Proceed when the model's data no longer match what it records (file hash, scaling), "
+                      "mapping them by the model's stored scaling."),
 ]
 
 
@@ -113,65 +135,73 @@ def _options(fn):
 
 @diagnose.command("hessian")
 @click.argument("model_path", type=click.Path())
-@click.option("--k", "k", default=5, show_default=True, type=int, help="Number of top eigenvalues.")
+@click.option("--k", "k", default=5, show_default=True, type=click.IntRange(1, 10**4), help="Number of top eigenvalues.")
 @click.option("--tol", default=1e-3, show_default=True, type=float, help="Relative tolerance of each eigenpair.")
 @click.option("--layers", default=None, help="Comma-separated layers or parameters (default: all).")
-@click.option("--trace-samples", default=0, show_default=True, type=int,
+@click.option("--trace-samples", default=0, show_default=True, type=click.IntRange(0, 10**6),
               help="Rademacher probes for a Hutchinson trace estimate (0: none).")
 @_options
-def hessian_cmd(model_path, k, tol, layers, trace_samples, out, device, max_points, seed, data_file, sample) -> None:
+def hessian_cmd(model_path, k, tol, layers, trace_samples, out, device, max_points, seed, data_file, sample,
+                rescale_data) -> None:
     """Top-k Hessian eigenvalues (Lanczos), trace and K-FAC spectral radius of the training loss."""
     from .diagnostics.plots import plot_eigenvalues
     from .diagnostics.spectrum import hessian_summary
 
-    model, train, _, loss = _load(model_path, device, max_points, seed, data_file, sample)
+    _finite(tol, "--tol", 0.0, 1.0)
     names = [n.strip() for n in layers.split(",") if n.strip()] if layers else None
-    ds = hessian_summary(model, train, loss=loss, k=k, tol=tol, names=names, trace_samples=trace_samples, seed=seed)
-    ds.attrs["model"] = str(model_path)
-    out = Path(out)
-    path = _write(ds, out, "hessian.nc")
-    plot_eigenvalues(ds["eigenvalue"].values, out / "hessian_eigenvalues.png", title=f"top-{k} Hessian eigenvalues")
-    for i, (lam, res) in enumerate(zip(ds["eigenvalue"].values, ds["residual"].values), 1):
-        click.echo(f"lambda_{i} = {lam:.6g}  (residual {res:.1e})")
-    if "trace" in ds.attrs:
-        click.echo(f"trace ~ {ds.attrs['trace']:.6g} +- {ds.attrs['trace_stderr']:.2g} ({trace_samples} probes)")
-    if "kfac_spectral_radius" in ds.attrs:
-        click.echo(f"K-FAC spectral radius {ds.attrs['kfac_spectral_radius']:.6g} (layer {ds.attrs['kfac_layer']})")
-    click.echo(f"{ds.attrs['n_products']} Hessian-vector products; wrote {path}")
+    model, train, _, loss = _load(model_path, device, max_points, seed, data_file, sample, rescale=rescale_data)
+    if names is not None:
+        from .curvature import ParamSpace
+
+        try:
+            ParamSpace(model, names)  # the library's own check of the names, before anything is written
+        except SciPruneError as err:
+            raise UserError(f"--layers: {err}") from None
+    with _output_folder(out) as out:
+        ds = hessian_summary(model, train, loss=loss, k=k, tol=tol, names=names, trace_samples=trace_samples, seed=seed)
+        ds.attrs["model"] = str(model_path)
+        path = _write(ds, out, "hessian.nc")
+        plot_eigenvalues(ds["eigenvalue"].values, out / "hessian_eigenvalues.png", title=f"top-{k} Hessian eigenvalues")
+        for i, (lam, res) in enumerate(zip(ds["eigenvalue"].values, ds["residual"].values), 1):
+            click.echo(f"lambda_{i} = {lam:.6g}  (residual {res:.1e})")
+        if "trace" in ds.attrs:
+            click.echo(f"trace ~ {ds.attrs['trace']:.6g} +- {ds.attrs['trace_stderr']:.2g} ({trace_samples} probes)")
+        if "kfac_spectral_radius" in ds.attrs:
+            click.echo(f"K-FAC spectral radius {ds.attrs['kfac_spectral_radius']:.6g} (layer {ds.attrs['kfac_layer']})")
+        click.echo(f"{ds.attrs['n_products']} Hessian-vector products; wrote {path}")
 
 
 @diagnose.command("psp")
 @click.argument("model_path", type=click.Path())
-@click.option("--bins", default=10, show_default=True, type=int,
+@click.option("--bins", default=10, show_default=True, type=click.IntRange(1, 10**6),
               help="For regression: classes are this many equal-count bins of the target.")
 @click.option("--order", default=2, show_default=True, type=click.IntRange(1, 2),
               help="1: neuron entropies; 2: also the entropies of all neuron pairs.")
 @_options
-def psp_cmd(model_path, bins, order, out, device, max_points, seed, data_file, sample) -> None:
+def psp_cmd(model_path, bins, order, out, device, max_points, seed, data_file, sample, rescale_data) -> None:
     """PSP norms and first/second-order PSP-entropy of every ReLU hidden layer (training data)."""
     import xarray as xr
 
     from .diagnostics import psp_entropy, psp_norms
     from .diagnostics.plots import plot_entropy_histograms
 
-    model, train, _, _ = _load(model_path, device, max_points, seed, data_file, sample)
-    ent = psp_entropy(model, train, n_bins=bins, order=tuple(range(1, order + 1)))
-    ds = xr.merge([psp_norms(model, train), ent], compat="override", combine_attrs="override")
-    ds.attrs["model"] = str(model_path)
-    out = Path(out)
-    path = _write(ds, out, "psp.nc")
-    plot_entropy_histograms(ent, out / "psp_entropy.png")
-    for i, layer in enumerate(ds["layer"].values):
-        parts = [f"mean z^2 {float(ds['mean_psp_sq'][i]):.4g}"]
-        for var, label in (("mean_entropy", "H"), ("mean_pair_entropy", "H2")):
-            if var in ds:
-                parts.append(f"mean {label} {float(ds[var][i]):.4g} bits")
-        click.echo(f"{layer}: " + ", ".join(parts))
-    click.echo(f"wrote {path}")
+    model, train, _, _ = _load(model_path, device, max_points, seed, data_file, sample, rescale=rescale_data)
+    with _output_folder(out) as out:
+        ent = psp_entropy(model, train, n_bins=bins, order=tuple(range(1, order + 1)))
+        ds = xr.merge([psp_norms(model, train), ent], compat="override", combine_attrs="override")
+        ds.attrs["model"] = str(model_path)
+        path = _write(ds, out, "psp.nc")
+        plot_entropy_histograms(ent, out / "psp_entropy.png")
+        for i, layer in enumerate(ds["layer"].values):
+            parts = [f"mean z^2 {float(ds['mean_psp_sq'][i]):.4g}"]
+            for var, label in (("mean_entropy", "H"), ("mean_pair_entropy", "H2")):
+                if var in ds:
+                    parts.append(f"mean {label} {float(ds[var][i]):.4g} bits")
+            click.echo(f"{layer}: " + ", ".join(parts))
+        click.echo(f"wrote {path}")
 
 
 def _pair(text: str, name: str, cast=float) -> tuple:
-
     try:
         a, b = (cast(v) for v in text.split(","))
     except ValueError:
@@ -182,7 +212,8 @@ def _pair(text: str, name: str, cast=float) -> tuple:
 @diagnose.command("landscape")
 @click.argument("model_a", type=click.Path())
 @click.argument("model_b", type=click.Path())
-@click.option("--points", default=21, show_default=True, type=int, help="Points on the line from A (0) to B (1).")
+@click.option("--points", default=21, show_default=True, type=click.IntRange(2, 10**6),
+              help="Points on the line from A (0) to B (1).")
 @click.option("--grid", default="21,21", show_default=True, help="Plane points (alpha,beta); 0,0 skips the plane.")
 @click.option("--alpha-span", default="-0.5,1.5", show_default=True)
 @click.option("--beta-span", default="-1,1", show_default=True)
@@ -190,35 +221,43 @@ def _pair(text: str, name: str, cast=float) -> tuple:
 @click.option("--psp", "with_psp", is_flag=True, help="Also PSP norm and PSP-entropies at every point (ReLU nets).")
 @_options
 def landscape_cmd(model_a, model_b, points, grid, alpha_span, beta_span, filter_normalize, with_psp, out, device,
-                  max_points, seed, data_file, sample) -> None:
+                  max_points, seed, data_file, sample, rescale_data) -> None:
     """Train and test loss on the line between two solutions and on the plane through both.
 
     Both models are taken in the dense parameter space (a pruned one is its weights with zeros);
-    the data are MODEL_A's (or --data, in MODEL_A's scaling).
+    the data are MODEL_A's (or --data, in MODEL_A's scaling). Every option is checked, and both
+    results computed, before anything is written.
     """
     from .diagnostics import loss_line, loss_map
+    from .diagnostics.landscape import plane_axes
     from .diagnostics.plots import plot_loss_line, plot_loss_map
+    from .pipeline import resolve_device
     from .surrogate import load
 
-    a, train, test, loss = _load(model_a, device, max_points, seed, data_file, sample)
-    b = load(model_b, device=device).model
-    try:
-        b = b.to(next(a.parameters()).dtype)
-    except StopIteration:
-        raise UserError(f"{model_b}: the model has no parameters") from None
     n = _pair(grid, "--grid", int)
-    out = Path(out)
-    labels = (Path(model_a).name, Path(model_b).name)
-    line = loss_line(a, b, train, loss=loss, n_points=points, test_data=test, psp=with_psp)
-    line.attrs.update(model_a=str(model_a), model_b=str(model_b))
-    paths = [_write(line, out, "line.nc")]
-    plot_loss_line(line, out / "line.png", labels=labels)
-    click.echo(f"line: train loss {float(line['train_loss'][0]):.4g} (A) -> max "
-               f"{float(line['train_loss'].max()):.4g} -> {float(line['train_loss'][-1]):.4g} (B)")
+    span = (_pair(alpha_span, "--alpha-span"), _pair(beta_span, "--beta-span"))
     if n != (0, 0):
-        plane = loss_map(a, b, train, loss=loss, n=n, span=(_pair(alpha_span, "--alpha-span"), _pair(beta_span, "--beta-span")),
-                         seed=seed, filter_normalize=filter_normalize, test_data=test, psp=with_psp)
-        plane.attrs.update(model_a=str(model_a), model_b=str(model_b))
-        paths.append(_write(plane, out, "plane.nc"))
-        plot_loss_map(plane, out / "plane.png", labels=labels)
-    click.echo("wrote " + ", ".join(map(str, paths)))
+        try:
+            plane_axes(n, span)
+        except SciPruneError as err:
+            raise UserError(f"--grid/--alpha-span/--beta-span: {err}") from None
+    a, train, test, loss = _load(model_a, device, max_points, seed, data_file, sample, rescale=rescale_data)
+    b = load(model_b, device=resolve_device(device)).model
+    b = b.to(next(a.parameters()).dtype)
+    with _output_folder(out) as out:
+        labels = (Path(model_a).name, Path(model_b).name)
+        line = loss_line(a, b, train, loss=loss, n_points=points, test_data=test, psp=with_psp)
+        line.attrs.update(model_a=str(model_a), model_b=str(model_b))
+        plane = None
+        if n != (0, 0):
+            plane = loss_map(a, b, train, loss=loss, n=n, span=span, seed=seed, filter_normalize=filter_normalize,
+                             test_data=test, psp=with_psp)
+            plane.attrs.update(model_a=str(model_a), model_b=str(model_b))
+        paths = [_write(line, out, "line.nc")]
+        plot_loss_line(line, out / "line.png", labels=labels)
+        click.echo(f"line: train loss {float(line['train_loss'][0]):.4g} (A) -> max "
+                   f"{float(line['train_loss'].max()):.4g} -> {float(line['train_loss'][-1]):.4g} (B)")
+        if plane is not None:
+            paths.append(_write(plane, out, "plane.nc"))
+            plot_loss_map(plane, out / "plane.png", labels=labels)
+        click.echo("wrote " + ", ".join(map(str, paths)))

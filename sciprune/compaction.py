@@ -38,6 +38,7 @@ def compact(model: nn.Sequential) -> nn.Sequential:
     Masks set on the model carry over to the surviving weights. A hidden layer keeps at least one
     neuron (with zero weights) so the chain stays well formed.
     """
+    linear_chain(model)  # a clear error for anything but a Linear/activation chain
     new = copy.deepcopy(model)
     masks = get_masks(new)
     names = prunable_names(new)

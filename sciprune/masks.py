@@ -36,7 +36,14 @@ def prunable_names(model: nn.Module) -> list[str]:
     return [f"{mname}.weight" if mname else "weight" for mname, m in model.named_modules() if isinstance(m, nn.Linear)]
 
 
+def _check_model(model) -> None:
+    if not isinstance(model, nn.Module):
+        raise SciPruneError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+
+
 def _owner(model: nn.Module, name: str) -> tuple[nn.Module, str]:
+    if not isinstance(name, str):
+        raise SciPruneError(f"parameter names must be strings such as {prunable_names(model)[:1]}, got {name!r}")
     mod_name, _, attr = name.rpartition(".")
     try:
         module = model.get_submodule(mod_name) if mod_name else model
@@ -60,6 +67,9 @@ def mask_pairs(model: nn.Module) -> list[tuple[nn.Parameter, torch.Tensor]]:
 
 def get_masks(model: nn.Module, *, names: list[str] | None = None) -> dict[str, torch.Tensor]:
     """Boolean masks (True = kept) for the prunable weights; all-True where none is set."""
+    _check_model(model)
+    if names is not None and (isinstance(names, str) or not isinstance(names, (list, tuple))):
+        raise SciPruneError(f"names must be a list of parameter names such as {prunable_names(model)[:1]}, got {names!r}")
     out = {}
     for name in names if names is not None else prunable_names(model):
         module, attr = _owner(model, name)
@@ -73,20 +83,38 @@ def get_masks(model: nn.Module, *, names: list[str] | None = None) -> dict[str, 
 def set_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
     """Attach ``masks`` (name -> bool tensor shaped like the parameter) and zero the pruned weights.
 
-    A mask is combined with any mask already set (logical and): masks only shrink.
+    A mask is combined with any mask already set (logical and): masks only shrink. Masks are bool
+    tensors or arrays, or numbers that are all 0 or 1; everything is checked before any mask is set.
     """
-    for name, mask in masks.items():
-        module, attr = _owner(model, name)
+    _check_model(model)
+    if not isinstance(masks, dict):
+        raise SciPruneError(f"masks must be a dict of parameter name -> bool tensor, got {type(masks).__name__}")
+    todo = [(name, *_owner(model, name), _as_mask(name, mask)) for name, mask in masks.items()]
+    for name, module, attr, mask in todo:
         p = getattr(module, attr)
-        mask = torch.as_tensor(mask)
         if mask.shape != p.shape:
             raise SciPruneError(f"mask for {name!r} has shape {tuple(mask.shape)}; expected {tuple(p.shape)}")
+    for name, module, attr, mask in todo:
+        p = getattr(module, attr)
         mask = mask.to(device=p.device, dtype=torch.bool)
         old = module._buffers.get(f"{attr}_mask")
         if old is not None:
             mask = mask & old
         module.register_buffer(f"{attr}_mask", mask.clone(), persistent=False)
         p.mul_(mask)
+
+
+def _as_mask(name: str, mask) -> torch.Tensor:
+    """``mask`` as a bool tensor; numbers other than 0 and 1 (or NaN) are refused, not rounded."""
+    try:
+        t = mask if isinstance(mask, torch.Tensor) else torch.as_tensor(mask)
+    except (TypeError, ValueError, RuntimeError):
+        raise SciPruneError(f"mask for {name!r} must be a bool tensor or array, got {type(mask).__name__}") from None
+    if t.dtype == torch.bool:
+        return t
+    if t.is_complex() or not bool(((t == 0) | (t == 1)).all()):
+        raise SciPruneError(f"mask for {name!r} must be bool (or all 0 and 1), got {t.dtype} values other than 0 and 1")
+    return t.to(torch.bool)
 
 
 def remove_masks(model: nn.Module) -> None:
@@ -128,6 +156,9 @@ class MaskedStep:
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
+        if not isinstance(optimizer, torch.optim.Optimizer):
+            raise SciPruneError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
+        _check_model(model)
         self.optimizer = optimizer
         # Multiplying by a mask in the parameter's own dtype is several times faster than by a bool
         # mask (measured in benchmarks/bench_mask_step.py), so the step keeps float copies.
@@ -161,6 +192,7 @@ def sparsity(model: nn.Module) -> dict:
     Returns ``{"layers": {weight_name: {"zeros", "total", "sparsity"}}, "weights": {...} (global over
     all Linear weights), "biases": {...} (counted apart)}``.
     """
+    _check_model(model)
     layers = {}
     wz = wt = bz = bt = 0
     for name, lin in _iter_linear(model):

@@ -71,11 +71,18 @@ class MLP(nn.Sequential):
         *,
         seed: int | None = None,
     ) -> None:
-        if activation not in ACTIVATIONS:
+        if not isinstance(activation, str) or activation not in ACTIVATIONS:
             raise SciPruneError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
-        sizes = [int(in_features), *[int(w) for w in widths], int(out_features)]
-        if any(s < 1 for s in sizes):
+        if isinstance(widths, (str, bytes)) or not isinstance(widths, Sequence):
+            raise SciPruneError(f"widths must be a list of hidden-layer sizes like [40, 40], got {widths!r}")
+        sizes = [in_features, *widths, out_features]
+        if any(isinstance(s, bool) or not isinstance(s, (int, np.integer)) or s < 1 for s in sizes):
             raise SciPruneError(f"layer sizes must be positive integers, got {sizes}")
+        sizes = [int(s) for s in sizes]
+        if seed is not None:
+            from .batches import check_seed
+
+            seed = check_seed(seed)
         check_model_size(sizes)
         layers: OrderedDict[str, nn.Module] = OrderedDict()
         # A seed initialises from a private fork of the RNG (global state untouched); without one the
@@ -151,7 +158,7 @@ def linear_chain(model: nn.Module) -> list[nn.Linear]:
     """The Linear layers of a sequential chain, in order; error if the model is not such a chain."""
     if not isinstance(model, nn.Sequential):
         raise SciPruneError(
-            f"expected an nn.Sequential chain of Linear layers and activations, got {type(model).__name__}"
+            f"model must be an nn.Sequential chain of Linear layers and activations, got {type(model).__name__}"
         )
     lins = [m for m in model if isinstance(m, nn.Linear)]
     if not lins:
@@ -198,10 +205,12 @@ def describe(model: nn.Module) -> dict:
 
 def build_model(spec: dict, *, seed: int | None = None) -> MLP:
     """Rebuild a model from :func:`describe`'s dictionary (weights freshly initialised)."""
+    if not isinstance(spec, dict):
+        raise SciPruneError(f"model spec must be a dict like {{'kind': 'mlp', 'sizes': [2, 40, 1]}}, got {spec!r}")
     if spec.get("kind") != "mlp":
         raise SciPruneError(f"model kind must be 'mlp', got {spec.get('kind')!r}")
-    sizes = list(spec["sizes"])
-    if len(sizes) < 2:
+    sizes = spec.get("sizes")
+    if not isinstance(sizes, (list, tuple)) or len(sizes) < 2:
         raise SciPruneError(f"model sizes need at least input and output, got {sizes}")
     return MLP(sizes[0], sizes[1:-1], sizes[-1], spec.get("activation", "tanh"), seed=seed)
 

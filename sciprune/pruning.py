@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import criteria as _criteria
-from .batches import as_batches
+from .batches import as_batches, check_positive_int, check_seed
 from .errors import SciPruneError
 from .masks import get_masks, prunable_names, set_masks, sparsity
 from .models import device_and_dtype
@@ -34,21 +34,22 @@ def score_result(
     **options,
 ) -> _criteria.ScoreResult:
     """Run criterion ``method`` and return its full :class:`ScoreResult` (scores and bias shifts)."""
-    if not isinstance(model, nn.Module):
-        raise SciPruneError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    _check_model(model)
     crit = _criteria.get(method)
     unknown = set(options) - set(crit.options)
     if unknown:
         allowed = ", ".join(sorted(crit.options)) or "none"
         raise SciPruneError(f"unknown option(s) {sorted(unknown)} for method {method!r}; allowed: {allowed}")
-    names = list(names) if names is not None else prunable_names(model)
+    names = _check_names(model, names)
+    seed = check_seed(seed)
+    batch_size = check_positive_int(batch_size, "batch_size", none_ok=True)
     device, dtype = device_and_dtype(model)
     batches = None
     if crit.needs_data:
         if data is None:
             raise SciPruneError(f"method {method!r} needs data: pass (X, Y) or an iterable of batches")
-        batches = as_batches(data, device=device, dtype=dtype, batch_size=batch_size)
-    generator = torch.Generator().manual_seed(int(seed))
+        batches = as_batches(data, device=device, dtype=dtype, batch_size=batch_size, model=model)
+    generator = torch.Generator().manual_seed(seed)
     was_training = model.training
     grads = {n: p.grad for n, p in model.named_parameters()}
     try:
@@ -61,6 +62,25 @@ def score_result(
     if missing:
         raise RuntimeError(f"criterion {method!r} returned no scores for {sorted(missing)}")
     return result
+
+
+def _check_model(model) -> None:
+    if not isinstance(model, nn.Module):
+        raise SciPruneError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+
+
+def _check_names(model: nn.Module, names) -> list[str]:
+    """The prunable weights to score: all of them (None) or a list of their names."""
+    prunable = prunable_names(model)
+    if names is None:
+        return prunable
+    if isinstance(names, str) or not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise SciPruneError(f"names must be a list of parameter names such as {prunable[:2]}, got {names!r}")
+    unknown = [n for n in names if n not in prunable]
+    if unknown:
+        raise SciPruneError(f"names {unknown} are not prunable weights of this model (the weights of its "
+                            f"nn.Linear layers); prunable: {prunable}")
+    return list(names)
 
 
 def scores(model: nn.Module, method: str, data=None, **options) -> dict[str, torch.Tensor]:
@@ -127,7 +147,7 @@ class PrunePlan:
 
 def plan(model: nn.Module, method: str, data=None, *, compensate: bool | None = None, **options) -> PrunePlan:
     """Score ``model`` with ``method`` and resolve its bias shifts for ``compensate`` (see :func:`prune`)."""
-    if compensate not in (None, True, False):
+    if compensate is not None and not isinstance(compensate, bool):
         raise SciPruneError(f"compensate must be None (the criterion's own), True or False, got {compensate!r}")
     if compensate is True and data is None:
         raise SciPruneError(
@@ -151,12 +171,13 @@ class Planner:
     """
 
     def __init__(self, model: nn.Module, data, *, seed: int = 0, options: dict[str, dict] | None = None) -> None:
-        self.model, self.data, self.seed, self.options = model, data, int(seed), dict(options or {})
+        _check_model(model)
+        self.model, self.data, self.seed, self.options = model, data, check_seed(seed), dict(options or {})
         self._plans: dict[str, PrunePlan] = {}
         self._ec_shifts: dict[str, torch.Tensor] | None = None
 
     def __call__(self, method: str, compensate: bool | None = None) -> PrunePlan:
-        if compensate not in (None, True, False):
+        if compensate is not None and not isinstance(compensate, bool):
             raise SciPruneError(f"compensate must be None (the criterion's own), True or False, got {compensate!r}")
         if method not in self._plans:
             self._plans[method] = plan(self.model, method, self.data, seed=self.seed, **self.options.get(method, {}))
@@ -179,10 +200,12 @@ def ec_shifts(model: nn.Module, data, *, names: list[str] | None = None, seed: i
     """
     from .criteria.ec import compensation_shifts
 
+    _check_model(model)
+    names, seed = _check_names(model, names), check_seed(seed)
     device, dtype = device_and_dtype(model)
-    batches = as_batches(data, device=device, dtype=dtype, batch_size=batch_size)
-    generator = torch.Generator().manual_seed(int(seed))
-    return compensation_shifts(model, batches, list(names) if names is not None else prunable_names(model), generator)
+    batches = as_batches(data, device=device, dtype=dtype, batch_size=batch_size, model=model)
+    generator = torch.Generator().manual_seed(seed)
+    return compensation_shifts(model, batches, names, generator)
 
 
 def apply_plan(model: nn.Module, prune_plan: PrunePlan, ratio: float, *, scope: str = "global") -> PruneReport:
@@ -191,7 +214,12 @@ def apply_plan(model: nn.Module, prune_plan: PrunePlan, ratio: float, *, scope: 
     ``model`` is the network the plan was made on or a copy of it (parameters are matched by
     name). Each bias gets the summed shifts of the weights removed from its row.
     """
+    _check_model(model)
+    if not isinstance(prune_plan, PrunePlan):
+        raise SciPruneError(f"prune_plan must be a PrunePlan made by sciprune.plan, got {type(prune_plan).__name__}")
     ratio = check_ratio(ratio)
+    if scope not in SCOPES:
+        raise SciPruneError(f"scope must be one of {SCOPES}, got {scope!r}")
     names = list(prune_plan.scores)
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in params or params[n].shape != prune_plan.scores[n].shape]

@@ -22,9 +22,11 @@ SCOPES = ("global", "layer")
 
 def check_ratio(ratio: float) -> float:
     """Validate a pruning ratio: the fraction of weights removed, in [0, 1)."""
+    if isinstance(ratio, bool):
+        raise SciPruneError(f"ratio must be a number in [0, 1), got {ratio!r}")
     try:
         r = float(ratio)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise SciPruneError(f"ratio must be a number in [0, 1), got {ratio!r}") from None
     if not (0.0 <= r < 1.0) or math.isnan(r):
         raise SciPruneError(f"ratio must be in [0, 1) (the fraction of weights removed), got {ratio!r}")

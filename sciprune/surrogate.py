@@ -35,17 +35,16 @@ from torch import nn
 from .errors import DataFormatError, SciPruneError
 from .masks import set_masks, sparsity
 from .models import build_model, describe, linear_chain
+from .outputs import prepare_output
 from .scaling import Scaling
+from ._surrogate_schema import FORMAT, FORMAT_VERSION, read_model_json
 
 __all__ = ["Surrogate", "save", "load", "FORMAT", "FORMAT_VERSION"]
 
-FORMAT = "sciprune-surrogate"
-FORMAT_VERSION = 1
 WEIGHTS_FILE = "weights.safetensors"
 JSON_FILE = "model.json"
 MASK_PREFIX = "mask/"
 TASKS = ("regression", "classification")
-_REQUIRED = ("format", "format_version", "architecture", "dtype", "task", "weights")
 
 
 class Surrogate:
@@ -82,7 +81,7 @@ class Surrogate:
         self.output_names = list(output_names) if output_names is not None else None
         self.class_names = list(class_names) if class_names is not None else None
         self.metadata = dict(metadata) if metadata is not None else {}
-        self.batch_size = int(batch_size)
+        self.batch_size = _check_batch_size(batch_size)
 
     @property
     def device(self) -> torch.device:
@@ -94,7 +93,11 @@ class Surrogate:
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "Surrogate":
         """Move (and optionally cast) the network in place; returns ``self``."""
-        self.model.to(device=device, dtype=dtype)
+        from .pipeline import resolve_device
+
+        if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
+            raise SciPruneError(f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}")
+        self.model.to(device=resolve_device(device) if device is not None else None, dtype=dtype)
         return self
 
     def __call__(self, *xs, batch_size: int | None = None) -> np.ndarray:
@@ -120,11 +123,10 @@ class Surrogate:
     def _forward(self, xs: tuple, batch_size: int | None) -> tuple[torch.Tensor, tuple[int, ...], bool]:
         """Network outputs (N, F_out) on the CPU in the network's dtype, the batch shape, coordinate form."""
         x, batch_shape, coords = self._as_rows(xs)
+        self._check_finite(x)
         if self.input_scaling is not None:
             x = self.input_scaling.forward(x)
-        n, step = x.shape[0], int(batch_size or self.batch_size)
-        if step < 1:
-            raise SciPruneError(f"batch_size must be a positive integer, got {step}")
+        n, step = x.shape[0], _check_batch_size(self.batch_size if batch_size is None else batch_size)
         device, dtype = self.device, self.dtype
         xt = torch.from_numpy(np.ascontiguousarray(x))
         parts = [self.model(xt[i : i + step].to(device=device, dtype=dtype)).cpu() for i in range(0, n, step)]
@@ -137,10 +139,7 @@ class Surrogate:
         names = f" ({', '.join(self.input_names)})" if self.input_names else ""
         if not xs:
             raise SciPruneError(f"expected inputs with F_in={f} features{names}; got no argument")
-        try:
-            arrays = [np.asarray(a.detach().cpu() if isinstance(a, torch.Tensor) else a, dtype=np.float64) for a in xs]
-        except (TypeError, ValueError) as err:
-            raise SciPruneError(f"surrogate inputs must be numeric arrays: {err}") from None
+        arrays = [_real_array(a, i) for i, a in enumerate(xs)]
         one = arrays[0]
         if len(arrays) == 1 and not (f == 1 and (one.ndim == 0 or one.shape[-1] != 1)):
             if one.ndim == 0 or one.shape[-1] != f:
@@ -160,6 +159,13 @@ class Surrogate:
             shapes = [a.shape for a in arrays]
             raise SciPruneError(f"coordinate arrays of shapes {shapes} do not broadcast together") from None
         return np.stack([a.reshape(-1) for a in arrays], axis=1), arrays[0].shape, True
+
+    def _check_finite(self, x: np.ndarray) -> None:
+        bad = ~np.isfinite(x)
+        if bad.any():
+            row, col = (int(v[0]) for v in np.nonzero(bad))
+            name = self.input_names[col] if self.input_names else f"feature {col}"
+            raise SciPruneError(f"surrogate inputs must be finite, got {x[row, col]} in {name} of row {row}")
 
     def __repr__(self) -> str:
         arch = self.metadata.get("architecture") or describe(self.model)
@@ -206,6 +212,7 @@ def save(
     """
     if not isinstance(model, nn.Module):
         raise SciPruneError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    path = _as_path(path, "save")
     if provenance is not None and not isinstance(provenance, dict):
         raise SciPruneError(f"provenance must be a dict or None, got {type(provenance).__name__}")
     arch = describe(model)
@@ -229,22 +236,21 @@ def save(
     for name, m in masks.items():
         tensors[MASK_PREFIX + name] = m.to(torch.uint8).contiguous()
 
-    path = Path(path)
     _check_replaceable(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    prepare_output(path.parent, is_dir=True, what="save")
     tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex[:12]}"
-    os.mkdir(tmp)
     try:
-        data = safetensors.torch.save(tensors, metadata={"format": FORMAT, "format_version": str(FORMAT_VERSION)})
+        os.mkdir(tmp)
+        data = _safetensors_bytes(tensors)
         _write_file(tmp / WEIGHTS_FILE, data)
         meta["weights"] = {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
-        try:
-            text = json.dumps(meta, indent=2, allow_nan=False) + "\n"
-        except ValueError as err:  # a non-finite scaling value
-            raise SciPruneError(f"cannot write {path / JSON_FILE}: {err}") from None
+        text = json.dumps(meta, indent=2, allow_nan=False, sort_keys=True) + "\n"
         _write_file(tmp / JSON_FILE, text.encode("utf-8"))
         _fsync_dir(tmp)
         _swap_into_place(tmp, path)
+    except OSError as err:  # disk full, quota, I/O error: nothing of the new model is left behind
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise SciPruneError(f"cannot save the surrogate to {path}: {err.strerror or err}; nothing was written") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -252,8 +258,16 @@ def save(
 
 
 def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Surrogate:
-    """Load a surrogate written by :func:`save` (the directory, or its ``model.json``) onto ``device``."""
-    path = Path(path)
+    """Load a surrogate written by :func:`save` (the directory, or its ``model.json``) onto ``device``
+    (``"cpu"``, ``"cuda"``, ``"cuda:N"`` or ``"mps"``).
+
+    ``model.json`` is read through one schema (:mod:`sciprune._surrogate_schema`): a wrong type, a
+    missing key, a NaN or infinite scaling is a :class:`~sciprune.errors.DataFormatError` naming the key.
+    """
+    from .pipeline import resolve_device
+
+    path = _as_path(path, "load")
+    dev = resolve_device(device)
     if path.is_file() and path.name == JSON_FILE:
         path = path.parent
     if not path.is_dir():
@@ -266,31 +280,18 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Surr
     jfile, wfile = path / JSON_FILE, path / WEIGHTS_FILE
     for f in (jfile, wfile):
         if not f.is_file():
-            raise DataFormatError(f"{f} is missing: {path} is not a complete saved surrogate; save the model again")
-    try:
-        meta = json.loads(jfile.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise DataFormatError(f"{jfile} is not valid JSON ({err}); the file is corrupted, save the model again") from None
-    if not isinstance(meta, dict):
-        raise DataFormatError(f"{jfile} must hold a JSON object, got {type(meta).__name__}")
-    for key in _REQUIRED:
-        if key not in meta:
-            raise DataFormatError(f"{jfile} has no key {key!r}; it was not written by sciprune.save or is corrupted")
-    if meta["format"] != FORMAT:
-        raise DataFormatError(f"{jfile}: key 'format' is {meta['format']!r}, expected {FORMAT!r}")
-    if meta["format_version"] != FORMAT_VERSION:
-        raise DataFormatError(
-            f"{jfile}: key 'format_version' is {meta['format_version']!r}; this sciprune reads version "
-            f"{FORMAT_VERSION}. Load it with the sciprune version that wrote it ({_get(meta, 'versions', {})})"
-        )
-    expected = _get(meta["weights"], "sha256", None) if isinstance(meta["weights"], dict) else None
-    if not isinstance(expected, str):
-        raise DataFormatError(f"{jfile} has no key 'weights.sha256' (a string); the file is corrupted")
+            raise DataFormatError(f"{f} is missing or not a regular file: {path} is not a complete saved surrogate; "
+                                  "save the model again")
+    record, meta = read_model_json(jfile)
+    size = wfile.stat().st_size
+    if size != record.weights.bytes:
+        raise DataFormatError(f"{wfile} has {size:,} bytes but {jfile} records {record.weights.bytes:,} (key "
+                              "'weights.bytes'); the weights were modified or truncated after saving")
     data = wfile.read_bytes()
     actual = hashlib.sha256(data).hexdigest()
-    if actual != expected:
+    if actual != record.weights.sha256:
         raise DataFormatError(
-            f"checksum mismatch for {wfile}: sha256 is {actual} but {jfile} records {expected}; "
+            f"checksum mismatch for {wfile}: sha256 is {actual} but {jfile} records {record.weights.sha256}; "
             "the weights were modified or truncated after saving"
         )
     try:
@@ -298,15 +299,16 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Surr
     except Exception as err:  # safetensors raises its own SafetensorError
         raise DataFormatError(f"{wfile} is not a readable safetensors file: {err}") from None
     model = _rebuild(meta, tensors, jfile, wfile)
-    task = meta["task"]
-    try:
-        in_s, out_s = (Scaling.from_dict(meta[k]) if meta.get(k) is not None else None for k in ("input_scaling", "output_scaling"))
-    except (KeyError, TypeError, ValueError) as err:
-        raise DataFormatError(f"{jfile}: keys 'input_scaling'/'output_scaling' are invalid ({err!r})") from None
+    wrong = sorted({str(t.dtype).removeprefix("torch.") for k, t in tensors.items() if not k.startswith(MASK_PREFIX)}
+                   - {record.dtype})
+    if wrong:
+        raise DataFormatError(f"{wfile} holds {wrong} tensors but {jfile} records key 'dtype' = {record.dtype!r}")
+    in_s, out_s = (Scaling(np.asarray(r.shift), np.asarray(r.scale)) if r is not None else None
+                   for r in (record.input_scaling, record.output_scaling))
     try:
         return Surrogate(
-            model.to(device), input_scaling=in_s, output_scaling=out_s, task=task, metadata=meta,
-            input_names=meta.get("input_names"), output_names=meta.get("output_names"), class_names=meta.get("class_names"),
+            model.to(dev), input_scaling=in_s, output_scaling=out_s, task=record.task, metadata=meta,
+            input_names=record.input_names, output_names=record.output_names, class_names=record.class_names,
         )
     except SciPruneError as err:
         raise DataFormatError(f"{jfile}: {err}") from None
@@ -323,14 +325,39 @@ def _check_task_args(task, f_in, f_out, input_scaling, output_scaling, input_nam
             raise SciPruneError(f"{label} must be a sciprune.Scaling or None, got {type(sc).__name__}")
         if sc is not None and sc.size != n:
             raise SciPruneError(f"{label} has {sc.size} features but the model has {n}")
+        if sc is not None and not (np.isfinite(sc.shift).all() and np.isfinite(sc.scale).all()):
+            raise SciPruneError(f"{label} must hold finite numbers, got shift {sc.shift.tolist()} and scale "
+                                f"{sc.scale.tolist()}")
     if task == "classification" and output_scaling is not None:
         raise SciPruneError("a classifier has no output_scaling (its outputs are logits); pass output_scaling=None")
     if task == "regression" and class_names is not None:
         raise SciPruneError("class_names are only for task='classification'")
     for label, names, n in (("input_names", input_names, f_in), ("output_names", output_names, f_out),
                             ("class_names", class_names, f_out)):
-        if names is not None and (isinstance(names, str) or len(names) != n):
+        if names is not None and (isinstance(names, str) or not isinstance(names, (list, tuple))
+                                  or len(names) != n or not all(isinstance(x, str) for x in names)):
             raise SciPruneError(f"{label} must be a list of {n} strings, got {names!r}")
+
+
+def _check_batch_size(value) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise SciPruneError(f"batch_size must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _real_array(a, i: int) -> np.ndarray:
+    """Input ``i`` as a float64 array; complex, text and object inputs are refused, not cut."""
+    if isinstance(a, torch.Tensor):
+        a = a.detach().cpu().numpy() if a.dtype != torch.bfloat16 else a.detach().cpu().double().numpy()
+    try:
+        arr = np.asarray(a)
+    except (TypeError, ValueError) as err:
+        raise SciPruneError(f"surrogate input {i} must be a numeric array: {err}") from None
+    if arr.dtype.kind not in "biuf":
+        kind = "complex" if arr.dtype.kind == "c" else str(arr.dtype)
+        raise SciPruneError(f"surrogate input {i} must be a numeric array of real numbers, got dtype {kind} and shape "
+                            f"{arr.shape}; pass float arrays (the real part is never taken silently)")
+    return arr.astype(np.float64, copy=False)
 
 
 def _names(names) -> list[str] | None:
@@ -431,8 +458,30 @@ def _jsonable(value: Any, where: str) -> Any:
     )
 
 
-def _get(d: dict, key: str, default):
-    return d.get(key, default) if isinstance(d, dict) else default
+def _as_path(path, what: str) -> Path:
+    """``path`` as a Path; a :class:`SciPruneError` for anything but a str or os.PathLike without NUL."""
+    if not isinstance(path, (str, os.PathLike)) or isinstance(path, bytes):
+        raise SciPruneError(f"{what}: path must be a str or os.PathLike naming the surrogate directory, "
+                            f"got {type(path).__name__}")
+    text = os.fspath(path)
+    if not isinstance(text, str) or text == "" or "\x00" in text:
+        raise SciPruneError(f"{what}: path must be a non-empty text path without NUL bytes, got {text!r}")
+    return Path(text)
+
+
+def _safetensors_bytes(tensors: dict[str, torch.Tensor]) -> bytes:
+    """The safetensors file of ``tensors`` with its ``__metadata__`` written in a fixed key order.
+
+    safetensors writes metadata keys in a random (hash) order, so the file is rebuilt here with its
+    JSON header's keys sorted: saving the same model twice gives the same bytes.
+    """
+    raw = safetensors.torch.save(tensors)
+    n = int.from_bytes(raw[:8], "little")
+    header = json.loads(raw[8 : 8 + n])
+    header["__metadata__"] = {"format": FORMAT, "format_version": str(FORMAT_VERSION)}
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode("utf-8")
+    text += b" " * (-len(text) % 8)  # safetensors pads its header to 8 bytes with spaces
+    return len(text).to_bytes(8, "little") + text + raw[8 + n :]
 
 
 def _versions() -> dict:

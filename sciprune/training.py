@@ -12,10 +12,11 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 from torch import nn
 
-from .batches import as_tensor
+from .batches import SEED_LIMIT, as_tensor, check_pair, model_shapes
 from .data._types import TaskData
 from .errors import SciPruneError
 from .masks import MaskedStep
@@ -25,6 +26,24 @@ __all__ = ["TrainConfig", "History", "fit", "evaluate_loss"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs")
 SCHEDULES = ("constant", "cosine", "step", "plateau")
+#: The most epochs one run may ask for: far beyond any real budget, it catches typos like 1e9.
+MAX_EPOCHS = 10**7
+
+
+def _integer(value, what: str, *, lo: int, hi: int | None = None, none_ok: bool = False) -> int | None:
+    if value is None and none_ok:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo or (hi is not None and value > hi):
+        span = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
+        raise SciPruneError(f"{what} must be an integer {span}{' or None' if none_ok else ''}, got {value!r}")
+    return int(value)
+
+
+def _number(value, what: str, *, positive: bool = False) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value) \
+            or value < 0 or (positive and value == 0):
+        raise SciPruneError(f"{what} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
+    return float(value)
 
 
 @dataclass(frozen=True)
@@ -55,24 +74,17 @@ class TrainConfig:
             raise SciPruneError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
         if self.schedule not in SCHEDULES:
             raise SciPruneError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
-        if not (self.lr > 0 and math.isfinite(self.lr)):
-            raise SciPruneError(f"lr must be a positive number, got {self.lr!r}")
-        if int(self.epochs) < 0:
-            raise SciPruneError(f"epochs must be >= 0, got {self.epochs!r}")
-        if self.batch_size is not None and int(self.batch_size) < 1:
-            raise SciPruneError(f"batch_size must be a positive integer or None, got {self.batch_size!r}")
-        if not (self.weight_decay >= 0 and math.isfinite(self.weight_decay)):
-            raise SciPruneError(f"weight_decay must be a finite number >= 0, got {self.weight_decay!r}")
-        if not (self.momentum >= 0 and math.isfinite(self.momentum)):
-            raise SciPruneError(f"momentum must be a finite number >= 0, got {self.momentum!r}")
-        if int(self.step_size) < 1:
-            raise SciPruneError(f"step_size must be a positive integer (epochs), got {self.step_size!r}")
-        if not (0 < self.gamma < 1):
+        _number(self.lr, "lr", positive=True)
+        _integer(self.epochs, "epochs", lo=0, hi=MAX_EPOCHS)
+        _integer(self.batch_size, "batch_size", lo=1, none_ok=True)
+        _number(self.weight_decay, "weight_decay")
+        _number(self.momentum, "momentum")
+        _integer(self.step_size, "step_size (epochs)", lo=1)
+        if _number(self.gamma, "gamma", positive=True) >= 1:
             raise SciPruneError(f"gamma must be a decay factor in (0, 1), got {self.gamma!r}")
-        if self.patience is not None and int(self.patience) < 1:
-            raise SciPruneError(f"patience must be a positive integer or None, got {self.patience!r}")
-        if int(self.eval_every) < 1:
-            raise SciPruneError(f"eval_every must be a positive integer, got {self.eval_every!r}")
+        _integer(self.patience, "patience", lo=1, none_ok=True)
+        _integer(self.seed, "seed", lo=0, hi=SEED_LIMIT - 1)
+        _integer(self.eval_every, "eval_every", lo=1)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -109,7 +121,8 @@ def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
     if cfg.schedule == "step":
         return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
     if cfg.schedule == "plateau":
-        return torch.optim.lr_scheduler.ReduceLROnPlateau(opt, factor=cfg.gamma, patience=cfg.step_size)
+        return torch.optim.lr_scheduler.ReduceLROnPlateau(  # torch reduces after patience + 1 bad epochs; the documented rule is step_size
+            opt, factor=cfg.gamma, patience=cfg.step_size - 1)
     return None
 
 
@@ -128,6 +141,8 @@ def evaluate_loss(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, loss: str,
 
 
 def _resolve(task_or_data, val):
+    if val is not None and not (isinstance(val, tuple) and len(val) == 2):
+        raise SciPruneError(f"val must be None or a tuple (X_val, Y_val), got {type(val).__name__}")
     if isinstance(task_or_data, TaskData):
         t = task_or_data
         return t.X_train, t.Y_train, (val if val is not None else (t.X_val, t.Y_val)), t.task
@@ -135,6 +150,16 @@ def _resolve(task_or_data, val):
         X, Y = task_or_data
         return X, Y, val, None
     raise SciPruneError(f"training data must be a TaskData or a tuple (X, Y), got {type(task_or_data).__name__}")
+
+
+def _check_fit_args(model, config, progress) -> None:
+    if not isinstance(model, nn.Module) or next(model.parameters(), None) is None:
+        raise SciPruneError(f"model must be a torch.nn.Module with parameters, got {type(model).__name__}")
+    if not isinstance(config, TrainConfig):
+        raise SciPruneError(f"config must be a sciprune.TrainConfig, got {type(config).__name__}; "
+                            "use TrainConfig(**settings)")
+    if progress is not None and not callable(progress):
+        raise SciPruneError(f"progress must be a callable or None, got {type(progress).__name__}")
 
 
 def fit(
@@ -152,19 +177,19 @@ def fit(
     ``val`` (X, Y) enables early stopping and the plateau schedule (a TaskData brings its own).
     ``progress(epoch, epochs, train_loss, val_loss)`` is called at each evaluation.
     """
+    _check_fit_args(model, config, progress)
     p0 = next(model.parameters())
     device, dtype = p0.device, p0.dtype
+    shapes = model_shapes(model)
     X, Y, val, _ = _resolve(data, val)
-    X = as_tensor(X, device=device, dtype=dtype, name="X")
-    Y = as_tensor(Y, device=device, dtype=dtype, name="Y")
-    if X.shape[0] != Y.shape[0]:
-        raise SciPruneError(f"X and Y must have the same number of rows, got {X.shape[0]} and {Y.shape[0]}")
+    X, Y = check_pair(as_tensor(X, device=device, dtype=dtype, name="X"),
+                      as_tensor(Y, device=device, dtype=dtype, name="Y"), shapes)
     if loss is None:
         loss = "mse" if Y.is_floating_point() else "cross_entropy"
     fn = loss_fn(loss)
     if val is not None and val[0] is not None and len(val[0]) > 0:
-        Xv = as_tensor(val[0], device=device, dtype=dtype, name="X_val")
-        Yv = as_tensor(val[1], device=device, dtype=dtype, name="Y_val")
+        Xv, Yv = check_pair(as_tensor(val[0], device=device, dtype=dtype, name="X_val"),
+                            as_tensor(val[1], device=device, dtype=dtype, name="Y_val"), shapes, names=("X_val", "Y_val"))
     else:
         Xv = Yv = None
     if (config.patience is not None or config.schedule == "plateau") and Xv is None:

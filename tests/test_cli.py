@@ -172,3 +172,58 @@ def test_module_entry_point_runs():
     res = subprocess.run([sys.executable, "-m", "sciprune.cli", "--help"], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "diagnose" in res.stdout and "sweep" in res.stdout
+
+
+def _independent_test_mse(model_path) -> float:
+    """test MSE of ``sciprune.load(model_path)(x, t)`` on the test points, rebuilt from the provenance."""
+    import numpy as np
+
+    import sciprune
+    from sciprune.config import DataSpec
+    from sciprune.tasks import build_task
+
+    sur = sciprune.load(model_path)
+    prov = sur.metadata["provenance"]
+    task = build_task(DataSpec(**prov["data"]), noise_kind=prov["noise"]["kind"], noise_level=prov["noise"]["level"],
+                      seed=prov["seed"]).task
+    x = task.input_scaling.inverse(task.X_test.double().numpy())
+    y = task.output_scaling.inverse(task.Y_test.double().numpy())[:, 0]
+    return float(np.mean((sur(x[:, 0], x[:, 1]) - y) ** 2))
+
+
+def test_evaluate_reports_the_network_as_a_user_calls_it(tmp_path):
+    """evaluate uses the scaling stored in model.json: an edited shift is refused, or used with --rescale-data."""
+    runner = CliRunner()
+    data, model = tmp_path / "ds.h5", tmp_path / "m.sciprune"
+    res = runner.invoke(cli, ["generate", "diffusion-sorption", "--out", str(data), "--nx", "16", "--nt", "5",
+                              "--workers", "1"])
+    assert res.exit_code == 0, res.output
+    res = runner.invoke(cli, ["train", "--data", str(data), "--noise-level", "0.01", "--widths", "8", "--epochs", "5",
+                              "--lr", "0.01", "--out", str(model)])
+    assert res.exit_code == 0, res.output
+    meta = json.loads((model / "model.json").read_text())
+    assert len(meta["provenance"]["data_sha256"]) == 64
+    res = runner.invoke(cli, ["evaluate", str(model)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(res.output)["test_mse"] == pytest.approx(_independent_test_mse(model), rel=1e-5)
+
+    meta["output_scaling"]["shift"][0] += 5.0
+    (model / "model.json").write_text(json.dumps(meta))
+    res = runner.invoke(cli, ["evaluate", str(model)])
+    assert res.exit_code == 2 and "output_scaling" in res.output and "--rescale-data" in res.output, res.output
+    assert "Traceback" not in res.output
+    res = CliRunner().invoke(cli, ["evaluate", str(model), "--rescale-data"])
+    assert res.exit_code == 0, res.output
+    shifted = json.loads(res.output[res.output.index("{"):])["test_mse"]
+    assert shifted == pytest.approx(_independent_test_mse(model), rel=1e-5)
+    assert shifted > 20  # off by about 5 everywhere: the old error is not reported
+
+    pruned = tmp_path / "p.sciprune"
+    res = runner.invoke(cli, ["prune", str(model), "--method", "magnitude", "--ratio", "0.3", "--rescale-data",
+                              "--out", str(pruned)])
+    assert res.exit_code == 0, res.output
+    report = json.loads(res.output[res.output.index("{"): res.output.rindex("}") + 1])
+    kept = json.loads((pruned / "model.json").read_text())
+    assert kept["output_scaling"] == meta["output_scaling"]  # the stored scaling travels with the model
+    assert kept["provenance"]["data_sha256"] == meta["provenance"]["data_sha256"]
+    assert report["pruned"]["test_mse"] == pytest.approx(_independent_test_mse(pruned), rel=1e-5)

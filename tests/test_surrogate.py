@@ -278,3 +278,26 @@ def test_bad_files_raise_data_format_errors_naming_the_path(tmp_path):
         s(np.zeros(3), np.zeros(3), np.zeros(3))
     with pytest.raises(SciPruneError, match="numeric"):
         s(np.array(["a", "b"]))
+
+
+def test_saving_twice_gives_byte_identical_files(tmp_path):
+    """docs/api_surrogate.md: the same surrogate saved twice (to two paths, or over itself) is the same bytes."""
+    import safetensors
+
+    from sciprune.scaling import Scaling
+
+    model = sciprune.MLP(2, [6, 5], 1, seed=3)
+    sciprune.prune(model, "magnitude", 0.4)
+    kwargs = dict(input_scaling=Scaling(np.array([0.1, 2.0]), np.array([3.0, 0.5])),
+                  output_scaling=Scaling(np.array([1.5]), np.array([0.25])), input_names=["x", "t"],
+                  provenance={"z": 1, "a": {"y": [1, 2], "b": "c"}, "m": 0.5})
+    a = sciprune.save(model, tmp_path / "a.sciprune", **kwargs)
+    b = sciprune.save(model, tmp_path / "b.sciprune", **kwargs)
+    first = {p.name: p.read_bytes() for p in a.iterdir()}
+    assert sorted(first) == ["model.json", "weights.safetensors"]
+    assert first == {p.name: p.read_bytes() for p in b.iterdir()}
+    sciprune.save(model, a, **kwargs)
+    assert first == {p.name: p.read_bytes() for p in a.iterdir()}
+    with safetensors.safe_open(a / "weights.safetensors", "pt") as f:
+        assert f.metadata() == {"format": "sciprune-surrogate", "format_version": "1"}
+    assert sciprune.load(a).model.linear0.weight.equal(model.linear0.weight)

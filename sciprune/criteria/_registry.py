@@ -59,6 +59,8 @@ def register(name: str, *, summary: str, needs_data: bool, options: dict[str, st
 
 def get(name: str) -> Criterion:
     _load_all()
+    if not isinstance(name, str):
+        raise SciPruneError(f"method must be a name (str), one of {', '.join(available())}; got {name!r}")
     try:
         return _REGISTRY[name]
     except KeyError:

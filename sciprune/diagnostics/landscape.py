@@ -28,7 +28,7 @@ from ..errors import SciPruneError
 from ..metrics import loss_fn
 from .psp import _Counts, _hidden_layers, _Layer, _pair_mean, _resolve_classes
 
-__all__ = ["loss_line", "loss_map", "plane_directions"]
+__all__ = ["loss_line", "loss_map", "plane_directions", "plane_axes", "MAX_POINTS"]
 
 _ELEMENTS_PER_PASS = 1 << 25  # activations held per vmapped pass when batch_size is None
 
@@ -119,22 +119,42 @@ def _directions(model_a, model_b, *, seed: int, filter_normalize: bool):
 
 
 # ---------------------------------------------------------------------------------------- grids
+#: Most points of one line or plane (each is a full pass over the data).
+MAX_POINTS = 10**6
+
+
 def _line_alphas(n_points: int, extend: tuple[float, float]) -> np.ndarray:
-    if isinstance(n_points, bool) or not isinstance(n_points, int) or n_points < 2:
-        raise SciPruneError(f"n_points must be an integer >= 2 (points from alpha = 0 to 1), got {n_points!r}")
-    if len(extend) != 2 or min(extend) < 0:
+    if isinstance(n_points, bool) or not isinstance(n_points, int) or not 2 <= n_points <= MAX_POINTS:
+        raise SciPruneError(f"n_points must be an integer in [2, {MAX_POINTS}] (points from alpha = 0 to 1), "
+                            f"got {n_points!r}")
+    if len(extend) != 2 or not all(math.isfinite(float(e)) for e in extend) or min(extend) < 0:
         raise SciPruneError(f"extend must be two non-negative margins (before 0, after 1), got {extend!r}")
     h = n_points - 1
     lo, hi = (math.ceil(float(e) * h - 1e-9) for e in extend)
     return np.arange(-lo, h + hi + 1) / h  # k / h is exactly 0 at k = 0 and exactly 1 at k = h
 
 
+def plane_axes(n: tuple[int, int], span: tuple[tuple[float, float], tuple[float, float]]) -> tuple[np.ndarray, np.ndarray]:
+    """The alpha and beta values of :func:`loss_map` for ``n`` points over ``span`` (checked here,
+    so a caller can refuse bad options before computing anything)."""
+    try:
+        (a_lo, a_hi), (b_lo, b_hi) = ((float(lo), float(hi)) for lo, hi in span)
+        n_a, n_b = n
+    except (TypeError, ValueError):
+        raise SciPruneError(f"n and span must give (alpha, beta) values, got n={n!r}, span={span!r}") from None
+    alphas = _axis(a_lo, a_hi, n_a, (0.0, 1.0), "alpha")
+    betas = _axis(b_lo, b_hi, n_b, (0.0,), "beta")
+    if len(alphas) * len(betas) > MAX_POINTS:
+        raise SciPruneError(f"a plane of {len(alphas)} x {len(betas)} points is more than {MAX_POINTS:,}; use fewer points")
+    return alphas, betas
+
+
 def _axis(lo: float, hi: float, n: int, must: tuple[float, ...], name: str) -> np.ndarray:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 2:
-        raise SciPruneError(f"the number of {name} points must be an integer >= 2, got {n!r}")
-    if not (lo < hi and lo <= min(must) and max(must) <= hi):
+    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or not 2 <= n <= MAX_POINTS:
+        raise SciPruneError(f"the number of {name} points must be an integer in [2, {MAX_POINTS}], got {n!r}")
+    if not (math.isfinite(lo) and math.isfinite(hi) and lo < hi and lo <= min(must) and max(must) <= hi):
         raise SciPruneError(f"the {name} span must be (lo, hi) with lo < hi containing {list(must)}, got {(lo, hi)}")
-    v = np.linspace(lo, hi, n)
+    v = np.linspace(lo, hi, int(n))
     step = (hi - lo) / (n - 1)
     for m in must:
         j = int(np.argmin(np.abs(v - m)))
@@ -351,10 +371,7 @@ def loss_map(
         Dataset on ``(alpha, beta)`` with ``train_loss`` (and ``test_loss``; psp variables on
         (alpha, beta, layer)); ``attrs`` hold ``d1_norm``, ``d2_norm``, ``seed``, ``filter_normalize``.
     """
-    if len(n) != 2 or len(span) != 2:
-        raise SciPruneError(f"n and span must give (alpha, beta) values, got n={n!r}, span={span!r}")
-    alphas = _axis(float(span[0][0]), float(span[0][1]), n[0], (0.0, 1.0), "alpha")
-    betas = _axis(float(span[1][0]), float(span[1][1]), n[1], (0.0,), "beta")
+    alphas, betas = plane_axes(n, span)
     d1, d2, degenerate = _directions(model_a, model_b, seed=seed, filter_normalize=filter_normalize)
     ev = _Evaluator(model_a, loss, data, batch_size=batch_size, chunk=points_per_pass, psp=psp, n_bins=n_bins)
     A, Bt = (g.ravel() for g in np.meshgrid(alphas, betas, indexing="ij"))
