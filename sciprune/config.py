@@ -1,37 +1,98 @@
 """Case files (TOML) -> frozen, validated configuration objects.
 
 Only this module and the CLI read case files. Every section rejects unknown keys; a bad value is a
-:class:`~sciprune.errors.ConfigError` naming the file, the key path and what was expected.
+:class:`~sciprune.errors.ConfigError` naming the file, the key path and what was expected. Every
+value is checked when the case is loaded, before any data are generated or any network trained:
+types (a case file is read strictly: ``epochs = "100"`` or ``lr = inf`` is refused), ranges, names
+that become file names (:func:`sciprune.outputs.check_name`), layer sizes against the machine's memory
+(:func:`sciprune.models.check_model_size`), and each method's ``prune.options`` through the same
+:func:`sciprune.pruning.score_result` call a study makes, on a one-weight network.
 """
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Annotated, Literal, Optional
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import ConfigError
+from .errors import ConfigError, SciPruneError
 
 __all__ = [
     "GenerateSpec", "DataSpec", "NoiseSpec", "ModelSpec", "TrainSpec", "PruneSpec", "BaselineSpec", "Case",
-    "load_case", "parse_case",
+    "load_case", "parse_case", "MAX_EPOCHS", "MAX_NOISE_LEVEL", "SEED_LIMIT",
 ]
+
+#: Upper bound of every epoch count (``epochs``, ``step_size``, ``patience``, ``eval_every``). The
+#: shipped studies use at most 2000 epochs; 10^7 leaves over three orders of magnitude of headroom (12
+#: days of training at 0.1 s an epoch) while refusing typos (``epochs = 10**18``) that would run for ever.
+MAX_EPOCHS = 10**7
+#: Largest mini-batch: torch indexes a batch with 32-bit sizes in places.
+MAX_BATCH = 2**31 - 1
+#: Seeds seed numpy's and torch's generators: integers in [0, 2^32).
+SEED_LIMIT = 2**32
+#: Largest noise level (absolute, or relative for ``relative-gaussian``). Squares of noise of this
+#: size, summed over 10^8 points, stay inside float32 (3.4e38), the narrowest dtype a study trains
+#: and scores in; larger levels overflow the target scaling and the squared errors to inf.
+MAX_NOISE_LEVEL = 1e15
+#: Most samples ``[data.generate]`` may ask for (PDEBench's own files hold 10^4).
+MAX_SAMPLES = 10**6
+#: Bytes per grid point while a generated field is solved, noised, split and held for training
+#: (field, noisy copy, two coordinates, indices: 8 float64-sized arrays, a generous estimate).
+GRID_BYTES_PER_POINT = 64
+#: Grids up to this many points have their split made at load time (milliseconds); the loader checks
+#: larger ones, and files that already exist, when it splits them.
+SPLIT_CHECK_POINTS = 10**7
+#: The output-sensitivity criteria (``ec``, ``taylor-output``) draw ``probes`` random vectors per sample:
+#: the load-time scoring of a one-weight network runs them up to this many, beyond it (where the cost
+#: of that run grows) their values are checked by the criteria's ``check_probes`` alone.
+DRY_RUN_PROBES = 64
+#: A case file is a few kB of TOML; anything larger than this is not one.
+MAX_CASE_BYTES = 1 << 20
+_DEVICE = re.compile(r"cpu|cuda(:(0|[1-9][0-9]{0,3}))?")
+
+
+class _Bad(ValueError):
+    """A failed check at ``key`` (a dotted path below the model being validated)."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
 
 
 class _Frozen(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True, allow_inf_nan=False)
+
+
+Epochs = Annotated[int, Field(ge=1, le=MAX_EPOCHS)]
+
+
+def _plain_path(value: Optional[str], what: str) -> Optional[str]:
+    if value is not None and (value == "" or "\x00" in value):
+        raise ValueError(f"{what} must be a non-empty path without NUL bytes, got {value!r}")
+    return value
 
 
 class GenerateSpec(_Frozen):
     """How to make a missing diffusion-sorption file (``sciprune generate diffusion-sorption``)."""
 
-    samples: int = Field(1, ge=1)
+    samples: int = Field(1, ge=1, le=MAX_SAMPLES)
     nx: int = Field(256, ge=3)
     nt: int = Field(101, ge=2)
     mode: Literal["accurate", "pdebench"] = "accurate"
-    workers: Optional[int] = Field(None, ge=1)
+    workers: Optional[int] = Field(None, ge=1, le=4096)
+
+    @model_validator(mode="after")
+    def _memory(self):
+        from .models import memory_bytes
+
+        need, have = self.nx * self.nt * GRID_BYTES_PER_POINT, memory_bytes()
+        if have and need > have:
+            raise ValueError(f"a grid of nx = {self.nx} by nt = {self.nt} points needs about {need / 2**30:.1f} GiB, "
+                             f"more than this machine's {have / 2**30:.1f} GiB; use a smaller grid")
+        return self
 
 
 class DataSpec(_Frozen):
@@ -51,44 +112,86 @@ class DataSpec(_Frozen):
     val_fraction: float = Field(0.1, ge=0, lt=1)
     generate: Optional[GenerateSpec] = None
 
+    @field_validator("file", "source")
+    @classmethod
+    def _paths(cls, v, info):
+        return _plain_path(v, f"data.{info.field_name}")
+
     @model_validator(mode="after")
     def _check(self):
         if self.kind == "pdebench" and not self.file:
             raise ValueError("data.file is required when data.kind = 'pdebench'")
         if self.test_fraction + self.val_fraction >= 1:
             raise ValueError("data.test_fraction + data.val_fraction must be < 1")
+        g = self.generate
+        if g is not None and self.sample >= g.samples:
+            raise _Bad("sample", f"data.sample = {self.sample} is not one of the {g.samples} sample(s) that "
+                                 "[data.generate] makes; lower data.sample or raise data.generate.samples")
+        if self.kind == "pdebench" and g is not None and g.nx * g.nt <= SPLIT_CHECK_POINTS \
+                and not Path(self.file).exists():
+            self._check_split(g.nx, g.nt)
         return self
+
+    def _check_split(self, nx: int, nt: int) -> None:
+        """The split of the grid that will be generated, made by the loader's own function."""
+        import numpy as np
+
+        from .data.coords import split_indices
+
+        try:
+            parts, _ = split_indices(np.arange(float(nt)), nx, split=self.split, test_fraction=self.test_fraction,
+                                     val_fraction=self.val_fraction)
+        except SciPruneError as err:
+            raise _Bad("test_fraction", f"on the generated {nx} x {nt} grid: {err}") from None
+        if len(parts["test"]) == 0:
+            raise _Bad("test_fraction", f"test_fraction = {self.test_fraction} leaves no test point of the "
+                                        f"{nx * nt} of the generated grid; raise it")
 
 
 class NoiseSpec(_Frozen):
     """Noise added to regression targets: one run per level (a = half-width for ``uniform``)."""
 
     kind: Literal["none", "uniform", "gaussian", "relative-gaussian"] = "uniform"
-    levels: list[float] = Field(default_factory=lambda: [0.0], min_length=1)
+    levels: list[Annotated[float, Field(ge=0, le=MAX_NOISE_LEVEL)]] = Field(default_factory=lambda: [0.0], min_length=1)
 
     @field_validator("levels")
     @classmethod
     def _levels(cls, v):
-        if any(not (x >= 0) for x in v):
-            raise ValueError(f"noise levels must be >= 0, got {v}")
         if len(set(v)) != len(v):
             raise ValueError(f"noise levels must be distinct, got {v}")
         return v
+
+    @model_validator(mode="after")
+    def _laws(self):
+        from .data.noise import NoiseModel
+
+        for i, level in enumerate(self.levels):
+            try:
+                NoiseModel(self.kind, level)  # the law each run uses, checked now
+            except SciPruneError as err:
+                raise _Bad(f"levels.{i}", str(err)) from None
+        return self
 
 
 class ModelSpec(_Frozen):
     """A fully-connected network: ``widths`` of the hidden layers and one activation."""
 
     kind: Literal["mlp", "lenet-300-100"] = "mlp"
-    widths: list[int] = Field(default_factory=lambda: [40] * 6)
+    widths: list[Annotated[int, Field(ge=1)]] = Field(default_factory=lambda: [40] * 6)
     activation: Literal["tanh", "relu", "gelu", "sin"] = "tanh"
 
-    @field_validator("widths")
-    @classmethod
-    def _widths(cls, v):
-        if any(w < 1 for w in v):
-            raise ValueError(f"widths must be positive integers, got {v}")
-        return v
+    @model_validator(mode="after")
+    def _fixed(self):
+        given = [k for k in ("widths", "activation") if k in self.model_fields_set]
+        if self.kind == "lenet-300-100" and given:
+            raise _Bad(given[0], "lenet-300-100 has fixed widths [300, 100] and relu; remove "
+                                 f"{' and '.join(given)} or use kind = 'mlp'")
+        return self
+
+    def sizes(self, in_features: int, out_features: int) -> list[int]:
+        """Layer sizes of this network for a task's input and output sizes."""
+        hidden = [300, 100] if self.kind == "lenet-300-100" else list(self.widths)
+        return [in_features, *hidden, out_features]
 
 
 class TrainSpec(_Frozen):
@@ -96,15 +199,25 @@ class TrainSpec(_Frozen):
 
     optimizer: Literal["adam", "adamw", "sgd", "lbfgs"] = "adam"
     lr: float = Field(1e-3, gt=0)
-    epochs: int = Field(1000, ge=0)
-    batch_size: Optional[int] = Field(None, ge=1)
+    epochs: int = Field(1000, ge=0, le=MAX_EPOCHS)
+    batch_size: Optional[int] = Field(None, ge=1, le=MAX_BATCH)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0)
     schedule: Literal["constant", "cosine", "step", "plateau"] = "constant"
-    step_size: int = Field(100, ge=1)
+    step_size: Epochs = 100
     gamma: float = Field(0.5, gt=0, lt=1)
-    patience: Optional[int] = Field(None, ge=1)
-    eval_every: int = Field(1, ge=1)
+    patience: Optional[Epochs] = None
+    eval_every: Epochs = 1
+
+    @model_validator(mode="after")
+    def _trainable(self):
+        from .training import TrainConfig
+
+        try:
+            TrainConfig(**self.model_dump(), seed=0)  # what the pipeline builds from it
+        except SciPruneError as err:
+            raise ValueError(str(err)) from None
+        return self
 
 
 class PruneSpec(_Frozen):
@@ -114,7 +227,7 @@ class PruneSpec(_Frozen):
     ``<method>+shift``); ``no_compensate``: compensating methods also run without their shifts
     (``<method>-noshift``), so a study can separate better ranking from bias correction.
     ``snapshot_ratio``: the ratio whose fine-tuned networks are drawn in ``fields*.png`` (default:
-    the highest).
+    the highest). ``options.<method>``: the method's criterion options (``sciprune methods``).
     """
 
     methods: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
@@ -141,33 +254,73 @@ class PruneSpec(_Frozen):
             raise ValueError(f"ratios must be in [0, 1) (the fraction of weights removed), got {bad}")
         return sorted(set(v))
 
-    @field_validator("methods")
+    @field_validator("methods", "compensate", "no_compensate")
     @classmethod
-    def _methods(cls, v):
+    def _methods(cls, v, info):
         from .criteria import available
 
         known = available()
-        if v == ["all"]:
+        if info.field_name == "methods" and v == ["all"]:
             return known
         unknown = [m for m in v if m not in known]
         if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; available: {known} or ['all']")
+            raise ValueError(f"unknown method(s) {unknown}; available: {known}"
+                             + (" or ['all']" if info.field_name == "methods" else ""))
+        twice = sorted({m for m in v if v.count(m) > 1})
+        if twice:
+            raise ValueError(f"method(s) {twice} listed more than once; each would be run and written twice")
         return v
 
     @model_validator(mode="after")
     def _options(self):
-        from .criteria import available
+        from .outputs import check_name
 
         listed = set(self.methods) | set(self.compensate) | set(self.no_compensate)
         unknown = [m for m in self.options if m not in listed]
         if unknown:
-            raise ValueError(f"prune.options names method(s) {unknown} that are not run by this case")
-        bad = [m for m in self.compensate + self.no_compensate if m not in available()]
-        if bad:
-            raise ValueError(f"unknown method(s) {bad} in prune.compensate / prune.no_compensate; available: {available()}")
+            raise _Bad("options", f"prune.options names method(s) {unknown} that are not run by this case")
+        labels = [label for label, _, _ in self.variants]
+        for label in labels:
+            check_name(label, "a method label")
+        twice = sorted({x for x in labels if labels.count(x) > 1})
+        if twice:
+            raise ValueError(f"the labels {twice} would each be run twice")
+        for method, options in self.options.items():
+            _check_method_options(method, options)
         if self.snapshot_ratio is not None and self.snapshot_ratio not in self.ratios:
-            raise ValueError(f"prune.snapshot_ratio = {self.snapshot_ratio} is not one of prune.ratios {self.ratios}")
+            raise _Bad("snapshot_ratio", f"prune.snapshot_ratio = {self.snapshot_ratio} is not one of "
+                                         f"prune.ratios {self.ratios}")
         return self
+
+
+def _check_method_options(method: str, options: dict) -> None:
+    """The criterion's options of ``method`` (the registry's names), then their values: a one-weight
+    network is scored with them, through the same checks as the study's scoring after training."""
+    import torch
+
+    from .criteria import get
+    from .models import MLP
+    from .pruning import score_result
+
+    allowed = get(method).options  # the registry's list, as sciprune methods shows it
+    extra = sorted(set(options) - set(allowed))
+    if extra:  # score_result would also take names/seed/batch_size, which the study sets itself
+        raise _Bad(f"options.{method}", f"unknown option(s) {extra} for method {method!r}; allowed: "
+                                        f"{', '.join(sorted(allowed)) or 'none'}")
+    model = MLP(1, [], 1, seed=0)
+    data = (torch.tensor([[0.5]]), torch.tensor([[0.25]]))
+    try:
+        probes = options.get("probes")
+        if isinstance(probes, int) and probes > DRY_RUN_PROBES:  # too costly to run: the ec family's own check
+            from .criteria.ec import check_probes
+
+            check_probes(probes, options.get("probe_distribution", "rademacher"))
+        else:
+            score_result(model, method, data, **options)
+    except SciPruneError as err:
+        raise _Bad(f"options.{method}", str(err)) from None
+    except Exception as err:  # a criterion that does not check a value's type itself
+        raise _Bad(f"options.{method}", f"invalid option value(s): {type(err).__name__}: {_short(err)}") from None
 
 
 class BaselineSpec(_Frozen):
@@ -184,7 +337,7 @@ class Case(_Frozen):
     output: str = "runs/case"
     device: str = "cpu"
     dtype: Literal["float32", "float64"] = "float32"
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: list[Annotated[int, Field(ge=0, lt=SEED_LIMIT)]] = Field(default_factory=lambda: [0], min_length=1)
     data: DataSpec = Field(default_factory=lambda: DataSpec(kind="classification"))
     noise: NoiseSpec = Field(default_factory=NoiseSpec)
     model: ModelSpec = Field(default_factory=ModelSpec)
@@ -198,8 +351,37 @@ class Case(_Frozen):
     @field_validator("device")
     @classmethod
     def _device(cls, v):
-        if v != "cpu" and not v.startswith("cuda"):
-            raise ValueError(f"device must be 'cpu' or 'cuda[:N]', got {v!r}")
+        if not _DEVICE.fullmatch(v):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {_short(v)}")
+        return v
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v):
+        from .outputs import check_name
+
+        return check_name(v, "the case name")
+
+    @field_validator("output")
+    @classmethod
+    def _output(cls, v):
+        return _plain_path(v, "output")
+
+    @field_validator("seeds")
+    @classmethod
+    def _seeds(cls, v):
+        twice = sorted({s for s in v if v.count(s) > 1})
+        if twice:
+            raise ValueError(f"seeds must be distinct, got {twice} more than once")
+        return v
+
+    @field_validator("architectures")
+    @classmethod
+    def _architectures(cls, v):
+        from .outputs import check_name
+
+        for name in v:
+            check_name(name, "an architecture name ([architectures.NAME])")
         return v
 
     @property
@@ -212,42 +394,129 @@ class Case(_Frozen):
         if self.architectures and "model" in self.model_fields_set:
             raise ValueError("give either [model] or [architectures.NAME] tables, not both")
         if self.data.kind == "classification" and self.noise.levels != [0.0] and self.noise.kind != "none":
-            raise ValueError("noise applies to regression targets only; for classification use noise.levels = [0.0]")
+            raise _Bad("noise.levels", "noise applies to regression targets only; for classification use "
+                                       "noise.levels = [0.0]")
+        self._check_sizes()
         return self
 
+    def _check_sizes(self) -> None:
+        """Every network fits in memory. Input and output sizes: (x, t) -> u for PDEBench, 8x8 digits
+        -> 10 classes, else the smallest possible (1 input, 2 classes) since the data are not read here."""
+        from .models import check_model_size
 
-def _format_error(source: str, err: ValidationError) -> str:
+        features = {"pdebench": (2, 1), "classification": (64, 10) if self.data.source == "digits" else (1, 2)}
+        n_in, n_out = features[self.data.kind]
+        for name, spec in self.models.items():
+            try:
+                check_model_size(spec.sizes(n_in, n_out))
+            except SciPruneError as err:
+                raise _Bad(f"architectures.{name}.widths" if self.architectures else "model.widths", str(err)) from None
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """A repr (or message) cut to ``limit`` characters, safe for any value."""
+    try:
+        text = value if isinstance(value, BaseException) else repr(value)
+        text = str(text)
+    except Exception:  # RecursionError for deeply nested values
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _got(value: object) -> str:
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return _short(value, 60)
+
+
+_KEY_PART = re.compile(r"[A-Za-z0-9_+=-]{1,40}")
+
+
+def _key(parts) -> str:
+    return ".".join(str(p) if _KEY_PART.fullmatch(str(p)) else _short(str(p), 40) for p in parts)
+
+
+def _format_error(source: str, err: ValidationError, *, limit: int = 3) -> str:
     lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    errors = err.errors()
+    for e in errors[:limit]:
+        loc = list(e["loc"])
+        cause = (e.get("ctx") or {}).get("error")
+        if isinstance(cause, _Bad):
+            loc += cause.key.split(".")
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
-        lines.append(f"{source}: {loc}: {msg}")
-    return "; ".join(lines)
+        elif e["type"] not in ("missing", "value_error"):
+            msg += f", got {_got(e['input'])}"
+        lines.append(f"{source}: {_key(loc)}: {msg}" if loc else f"{source}: {msg}")
+    more = f" (and {len(errors) - limit} more)" if len(errors) > limit else ""
+    return " ".join("; ".join(lines).split()) + more
 
 
 def parse_case(raw: dict, *, source: str = "<case>") -> Case:
     """Validate a case dictionary; raise :class:`ConfigError` naming each bad key."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a case must be a table of keys, got {type(raw).__name__}")
     try:
-        return Case.model_validate(raw)
+        return Case.model_validate(raw, strict=True)
     except ValidationError as err:
         raise ConfigError(_format_error(source, err)) from None
+    except RecursionError:
+        raise ConfigError(f"{source}: values are nested too deeply to be a case file") from None
+
+
+def _read_text(path: Path) -> str:
+    """The text of a case file, or a :class:`ConfigError` saying why it is not one."""
+    if not path.exists():
+        raise ConfigError(f"{path}: no such case file")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, not a case file; give the path of a .toml file")
+    if not path.is_file():
+        raise ConfigError(f"{path}: is not a regular file (a pipe or device?); give the path of a .toml file")
+    try:
+        if path.stat().st_size > MAX_CASE_BYTES:
+            raise ConfigError(f"{path}: {path.stat().st_size} bytes is too large for a case file "
+                              f"(at most {MAX_CASE_BYTES} bytes of TOML)")
+        data = path.read_bytes()
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read the case file: {err.strerror or err}") from None
+    if b"\x00" in data:
+        raise ConfigError(f"{path}: is a binary file (it contains NUL bytes), not a TOML case file")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: line {line}: byte 0x{data[err.start]:02x} is not UTF-8; "
+                          "TOML case files must be UTF-8 text") from None
+
+
+def _apply(raw: dict, overrides: dict, source: str) -> None:
+    """Set dotted ``overrides`` keys in ``raw``."""
+    for key, value in overrides.items():
+        node = raw
+        *parents, last = key.split(".")
+        for i, p in enumerate(parents):
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"{source}: {'.'.join(parents[: i + 1])}: must be a table to set {key}, "
+                                  f"got {_got(node)}")
+        node[last] = value
 
 
 def load_case(path: str | Path, overrides: dict | None = None) -> Case:
     """Read and validate a TOML case file. ``overrides`` (dotted keys) replace values before checks."""
+    if path is None or str(path) == "" or "\x00" in str(path):
+        raise ConfigError(f"the case file must be a path, got {path!r}")
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: no such case file")
+    text = _read_text(path)
     try:
-        raw = tomllib.loads(path.read_text())
+        raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise ConfigError(f"{path}: not valid TOML: {err}") from None
-    for key, value in (overrides or {}).items():
-        node = raw
-        *parents, last = key.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
-        node[last] = value
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid TOML: values are nested too deeply") from None
+    _apply(raw, overrides or {}, str(path))
     return parse_case(raw, source=str(path))

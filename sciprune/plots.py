@@ -1,4 +1,8 @@
-"""Figures of a study: error against pruning ratio per method, and u(x, t) snapshots."""
+"""Figures of a study: error against pruning ratio per method, and u(x, t) snapshots.
+
+Every figure is written through a temporary file renamed onto its path (:class:`sciprune.results.atomic_path`),
+so a failure (full disk, interruption) never leaves a partial image.
+"""
 
 from __future__ import annotations
 
@@ -17,6 +21,23 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _save(fig, path: str | Path, dpi: int) -> Path:
+    """Write ``fig`` to ``path`` atomically and close it. The format follows the suffix (PNG for a suffix
+    matplotlib does not know, such as a staging file's ``.tmp``)."""
+    from .results import atomic_path
+
+    path = Path(path)
+    fmt = path.suffix.lstrip(".").lower()
+    if fmt not in fig.canvas.get_supported_filetypes():
+        fmt = "png"
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=dpi, format=fmt)
+    finally:
+        _pyplot().close(fig)
+    return path
 
 
 def plot_loss_vs_ratio(ds: xr.Dataset, path: str | Path, *, metric: str = "test_mse", title: str | None = None) -> Path:
@@ -55,10 +76,7 @@ def plot_loss_vs_ratio(ds: xr.Dataset, path: str | Path, *, metric: str = "test_
     axes[0][-1].legend(fontsize=7, loc="best")
     if title:
         fig.suptitle(title)
-    path = Path(path)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=120)
 
 
 def plot_fields(fields: dict[str, np.ndarray], x: np.ndarray, t: np.ndarray, path: str | Path, *, title: str = "",
@@ -87,7 +105,4 @@ def plot_fields(fields: dict[str, np.ndarray], x: np.ndarray, t: np.ndarray, pat
     fig.colorbar(im, ax=axes.ravel().tolist(), shrink=0.9, label="u", pad=0.01)
     if title:
         fig.suptitle(title, fontsize=10)
-    path = Path(path)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, dpi=110)

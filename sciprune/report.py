@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-from .errors import DataFormatError
+from .errors import DataFormatError, SciPruneError
 from .results import atomic_path
 
 __all__ = ["report", "ranking", "default_metric"]
@@ -26,7 +26,8 @@ def default_metric(ds: xr.Dataset) -> str:
     for name in ("test_mse_clean", "test_loss"):
         if name in ds:
             return name
-    raise DataFormatError("the results hold neither test_mse_clean nor test_loss; pass the metric to rank by")
+    raise DataFormatError("the results hold neither test_mse_clean nor test_loss; pass --metric, one of "
+                          f"{_metrics(ds)}")
 
 
 def _lower_is_better(metric: str) -> bool:
@@ -54,7 +55,7 @@ def _fmt(x: float) -> str:
 
 
 def _summary(ds: xr.Dataset, metric: str, ranks: xr.Dataset, figures: list[str]) -> str:
-    lines = [f"# Study report: {ds.attrs.get('case', {}).get('name', '') if isinstance(ds.attrs.get('case'), dict) else ''}".rstrip(": "), ""]
+    lines = [f"# Study report: {_case_name(ds)}".rstrip(": "), ""]
     lines += [
         f"Metric: `{metric}` ({'lower' if _lower_is_better(metric) else 'higher'} is better), mean over "
         f"{ds.sizes['seed']} seed(s) {list(map(int, ds['seed'].values))}"
@@ -101,35 +102,122 @@ def _summary(ds: xr.Dataset, metric: str, ranks: xr.Dataset, figures: list[str])
     return "\n".join(lines)
 
 
-def report(results: str | Path, out: str | Path | None = None, *, metric: str | None = None) -> Path:
-    """Write figures (``<metric>_vs_ratio[_<arch>].png``), ``ranking.nc`` and ``report.md`` for a
-    results file; return the path of ``report.md``. ``out`` defaults to the results file's folder."""
-    from .plots import plot_loss_vs_ratio
-    from .results import read_dataset, write_dataset
+def _case_name(ds: xr.Dataset) -> str:
+    """The case name recorded in the results (the ``case`` attribute is stored as JSON), or ''."""
+    import json
 
-    results = Path(results)
-    if not results.is_file():
+    case = ds.attrs.get("case")
+    if isinstance(case, str):
+        try:
+            case = json.loads(case)
+        except ValueError:
+            return ""
+    name = case.get("name", "") if isinstance(case, dict) else ""
+    return name if isinstance(name, str) else ""
+
+
+def _read(results: Path) -> xr.Dataset:
+    """The results file fully in memory, or one :class:`DataFormatError` line saying why it is not one."""
+    from .results import read_dataset
+
+    if "\x00" in str(results):
+        raise DataFormatError(f"RESULTS: the path {str(results)!r} contains a NUL byte")
+    if not results.exists():
         raise DataFormatError(f"{results}: no such results file (sciprune run writes <output>/results.nc)")
-    ds = read_dataset(results)
+    if results.is_dir():
+        raise DataFormatError(f"{results}: is a folder; give the results file (sciprune run writes <output>/results.nc)")
+    if not results.is_file():
+        raise DataFormatError(f"{results}: is not a regular file (a pipe or device?); give a results.nc file")
+    if results.stat().st_size == 0:
+        raise DataFormatError(f"{results}: the file is empty; rerun the study to write its results.nc")
+    try:
+        return read_dataset(results)
+    except Exception as err:  # h5py/xarray raise OSError, ValueError, KeyError... for foreign or damaged files
+        reason = " ".join(f"{type(err).__name__}: {err}".split())[:160]
+        raise DataFormatError(f"{results}: not a readable NetCDF4 results file ({reason}); "
+                              "sciprune run and sciprune sweep write <output>/results.nc") from None
+
+
+def _is_real(values: np.ndarray) -> bool:
+    return values.dtype != bool and (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating))
+
+
+def _check_study(ds: xr.Dataset, results: Path) -> None:
+    """The layout the report draws: the six dimensions, each non-empty with unique labels of the right kind."""
     missing = [d for d in _DIMS if d not in ds.dims]
     if missing:
         raise DataFormatError(f"{results}: not a sciprune study result: dimension(s) {missing} missing; expected {list(_DIMS)}")
-    metric = metric or default_metric(ds)
-    if metric not in ds or set(ds[metric].dims) != set(_DIMS):
-        choices = sorted(n for n in ds.data_vars if set(ds[n].dims) == set(_DIMS))
-        raise DataFormatError(f"{results}: metric must be one of {choices}, got {metric!r}")
-    out = Path(out) if out is not None else results.parent
-    out.mkdir(parents=True, exist_ok=True)
-    figures = []
+    for dim in _DIMS:
+        if ds.sizes[dim] == 0:
+            raise DataFormatError(f"{results}: the {dim!r} dimension is empty (no {dim} was run); nothing to report")
+        if dim not in ds.coords:
+            raise DataFormatError(f"{results}: the {dim!r} dimension has no coordinate labels")
+        labels = ds[dim].values
+        if len(np.unique(labels)) != len(labels):
+            raise DataFormatError(f"{results}: the {dim!r} labels {labels.tolist()[:10]} repeat; each "
+                                  f"{dim} must appear once (was a grid run twice into one file?)")
+    for dim in ("noise", "ratio", "seed"):
+        v = ds[dim].values
+        if not _is_real(v) or not np.all(np.isfinite(v)) or (dim == "seed" and not np.all(v == np.round(v))):
+            raise DataFormatError(f"{results}: the {dim!r} labels must be finite numbers{' (integers)' if dim == 'seed' else ''}, "
+                                  f"got {v.tolist()[:10]}")
+
+
+def _metrics(ds: xr.Dataset) -> list[str]:
+    return sorted(str(n) for n in ds.data_vars if set(ds[n].dims) == set(_DIMS) and _is_real(ds[n].values))
+
+
+def _check_metric(ds: xr.Dataset, metric: str, results: Path) -> None:
+    from .outputs import check_name
+
+    if metric not in _metrics(ds):
+        raise DataFormatError(f"{results}: --metric must be one of {_metrics(ds)}, got {metric!r}")
+    check_name(metric, "--metric")  # it becomes part of the figure's file name
+    for prefix, dims in (("dense_", {"arch", "noise", "seed"}), ("scratch_", {"arch", "noise", "seed", "ratio"})):
+        name = prefix + metric
+        if name in ds and (set(ds[name].dims) != dims or not _is_real(ds[name].values)):
+            raise DataFormatError(f"{results}: variable {name!r} must hold numbers on dims {sorted(dims)}, "
+                                  f"got {ds[name].dtype} on {list(ds[name].dims)}")
+
+
+def report(results: str | Path, out: str | Path | None = None, *, metric: str | None = None) -> Path:
+    """Write figures (``<metric>_vs_ratio[_<arch>].png``), ``ranking.nc`` and ``report.md`` for a
+    results file; return the path of ``report.md``. ``out`` defaults to the results file's folder.
+
+    The results and ``metric`` are checked and the output folder prepared before anything is drawn;
+    every file is staged as a temporary file and all are renamed into place at the end, so a failure
+    leaves no partial or temporary file."""
+    from contextlib import ExitStack
+
+    from .outputs import check_name, child, prepare_output
+    from .plots import plot_loss_vs_ratio
+    from .results import write_dataset
+
+    results = Path(results)
+    ds = _read(results)
+    _check_study(ds, results)
+    metric = default_metric(ds) if metric is None else metric
+    _check_metric(ds, metric, results)
     single = ds.sizes["arch"] == 1
-    for arch in ds["arch"].values:
-        name = f"report_{metric}_vs_ratio{'' if single else '_' + str(arch)}.png"
-        plot_loss_vs_ratio(ds.sel(arch=arch), out / name, metric=metric, title=None if single else f"architecture {arch}")
-        figures.append(name)
+    names = {arch: f"report_{metric}_vs_ratio.png" if single
+             else f"report_{metric}_vs_ratio_{check_name(str(arch), f'architecture label in {results}')}.png"
+             for arch in ds["arch"].values}
+    out = prepare_output(results.parent if out is None else out, is_dir=True,
+                         what="--out" if out is not None else "the report folder (beside RESULTS)")
     ranks = ranking(ds, metric)
     ranks.attrs.update(metric=metric, source=str(results))
-    write_dataset(ranks, out / "ranking.nc")
-    path = out / "report.md"
-    with atomic_path(path) as tmp:
-        Path(tmp).write_text(_summary(ds, metric, ranks, figures))
+    path = child(out, "report.md")
+    try:
+        with ExitStack() as staged:
+
+            def stage(name: str) -> Path:
+                return staged.enter_context(atomic_path(child(out, name)))
+
+            for arch, name in names.items():
+                plot_loss_vs_ratio(ds.sel(arch=arch), stage(name), metric=metric,
+                                   title=None if single else f"architecture {arch}")
+            write_dataset(ranks, stage("ranking.nc"))
+            Path(stage("report.md")).write_text(_summary(ds, metric, ranks, list(names.values())))
+    except OSError as err:  # full disk, quota, I/O error: every staged file is already removed
+        raise SciPruneError(f"{out}: cannot write the report: {err.strerror or err}") from None
     return path

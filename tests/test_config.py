@@ -31,7 +31,7 @@ def test_all_methods_expands_to_registry():
         ({"train": {"lr": -1}}, "train.lr"),
         ({"prune": {"ratios": [0.5, 1.0]}}, "ratios must be in [0, 1)"),
         ({"prune": {"methods": ["nope"]}}, "unknown method(s) ['nope']"),
-        ({"noise": {"levels": [-0.1]}}, "noise levels must be >= 0"),
+        ({"noise": {"levels": [-0.1]}}, "noise.levels.0: Input should be greater than or equal to 0"),
         ({"data": {"kind": "pdebench"}}, "data.file is required"),
         ({"model": {"activation": "swish"}}, "model.activation"),
         ({"device": "tpu"}, "device must be"),
@@ -65,3 +65,26 @@ def test_case_is_frozen():
     case = parse_case({})
     with pytest.raises(Exception):
         case.name = "other"
+
+
+@pytest.mark.parametrize("raw", [
+    {"train": {"epochs": 10**7, "patience": 10**7, "batch_size": 2**31 - 1}},
+    {"seeds": [0, 2**32 - 1]},
+    {"data": {"kind": "pdebench", "file": "x.h5"}, "noise": {"levels": [0.0, 1e15]}},
+    {"device": "cuda:3"},
+    {"prune": {"methods": ["ec", "magnitude"], "options": {"ec": {"probes": 4, "probe_distribution": "gaussian"}}}},
+    {"prune": {"methods": ["ec-exact"], "options": {"ec-exact": {"max_weights": 1}}}},
+    {"prune": {"methods": ["ec"], "options": {"ec": {"probes": 10**9}}}},  # checked, not run, at load time
+    {"architectures": {"narrow-1": {"widths": [4]}, "wide_2.b": {"widths": [8]}}, "name": "study+v2=ok"},
+    {"model": {"kind": "lenet-300-100"}},
+    {"train": {"lr": 1}, "finetune": {"epochs": 0}},
+])
+def test_edge_values_are_accepted(raw):
+    parse_case(raw)
+
+
+def test_errors_name_nested_keys_and_stop_after_three():
+    with pytest.raises(ConfigError) as err:
+        parse_case({"seeds": ["a", "b", "c", "d", "e"]}, source="c.toml")
+    msg = str(err.value)
+    assert msg.startswith("c.toml: seeds.0: Input should be a valid integer, got 'a'") and msg.endswith("(and 2 more)")
