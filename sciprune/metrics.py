@@ -27,12 +27,28 @@ def nrmse_field(pred: np.ndarray, target: np.ndarray) -> float:
     For every output time t: sqrt(mean_x (p - y)^2) / sqrt(mean_x y^2); then the mean over t.
     Args: ``pred``, ``target`` of shape (Nt, Nx).
     """
-    p, y = np.asarray(pred, dtype=np.float64), np.asarray(target, dtype=np.float64)
-    if p.shape != y.shape or p.ndim != 2:
-        raise ValueError(f"nrmse_field needs two (Nt, Nx) arrays of one shape, got {p.shape} and {y.shape}")
+    p, y = _field(pred, "pred"), _field(target, "target")
+    if p.shape != y.shape:
+        raise SciPruneError(
+            f"nrmse_field: pred and target must have one shape (Nt, Nx), got pred {p.shape} and target {y.shape}"
+        )
     err = np.sqrt(np.mean((p - y) ** 2, axis=1))
     ref = np.sqrt(np.mean(y**2, axis=1))
     return float(np.mean(err / np.maximum(ref, 1e-300)))
+
+
+def _field(values, name: str) -> np.ndarray:
+    """``values`` as a float64 (Nt, Nx) array with Nt, Nx >= 1; SciPruneError naming ``name`` otherwise."""
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    a = np.asarray(values)
+    if a.dtype.kind not in "fiu":
+        raise SciPruneError(f"nrmse_field: {name} must hold real numbers, got dtype {a.dtype}")
+    if a.ndim != 2 or 0 in a.shape:
+        raise SciPruneError(
+            f"nrmse_field: {name} must be a 2-D (Nt, Nx) array of one trajectory with Nt, Nx >= 1, got shape {a.shape}"
+        )
+    return a.astype(np.float64)
 
 
 def cross_entropy(logits: torch.Tensor, labels: torch.Tensor) -> float:

@@ -220,3 +220,27 @@ def test_describe_file_unknown(tmp_path):
         describe_file(p)
     with pytest.raises(DataFormatError, match="no such file"):
         describe_file(tmp_path / "missing.h5")
+
+
+def test_links_inside_the_file_are_followed(tmp_path):
+    """Soft links within the file resolve (only external and dangling links are refused); a
+    digit-named dataset is not a sample group."""
+    p = tmp_path / "links.h5"
+    write_groups(p, _fields(2))
+    with h5py.File(p, "a") as h5:
+        h5["0002"] = h5py.SoftLink("/0000")  # a sample stored once, linked twice
+        h5["0003"] = np.zeros(3)  # a dataset with a digit name
+    with open_pdebench(p) as f:
+        assert f.keys == ["0000", "0001", "0002"]
+        np.testing.assert_array_equal(f.sample(2).values, f.sample(0).values)
+
+
+def test_decreasing_coordinates_are_accepted(tmp_path):
+    p = tmp_path / "dec.h5"
+    write_tensor(p, _fields(1), extra_t=False)
+    with h5py.File(p, "a") as h5:
+        x = h5["x-coordinate"][...]
+        del h5["x-coordinate"]
+        h5["x-coordinate"] = x[::-1]
+    with open_pdebench(p) as f:
+        assert f.sample(0)["x"].values[0] > f.sample(0)["x"].values[-1]

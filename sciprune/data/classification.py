@@ -7,18 +7,17 @@ HDF5 layout written by :func:`write_classification_h5` and read by
 * split: groups ``train`` and ``test``, each holding ``images`` and ``labels`` as above
   (what :func:`convert_idx_to_h5` writes).
 
-Root attributes (``source``, ``pixel_max`` ...) are free-form and copied into provenance.
-
-IDX (LeCun's MNIST format): magic ``00 00 TT DD`` with type code TT (0x08 uint8, 0x09 int8,
-0x0B int16, 0x0C int32, 0x0D float32, 0x0E float64) and DD dimensions, then DD big-endian
-uint32 sizes, then the big-endian data. Files may be gzipped (detected by the magic ``1f 8b``).
+Root attributes (``source``, ``pixel_max``, ``n_classes`` ...) are copied into provenance;
+``pixel_max`` (the value of a white pixel) must be a positive finite number and ``n_classes`` a
+positive integer above every label. IDX files are read by :mod:`sciprune.data._idx`; every input
+file is opened through :mod:`sciprune.data._files`.
 """
 
 from __future__ import annotations
 
-import gzip
+import io
+import math
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,77 +26,53 @@ import numpy as np
 import torch
 
 from ..errors import DataFormatError, SciPruneError
+from ..outputs import prepare_output
 from ..scaling import Scaling
+from ._files import attrs as h5_attrs
+from ._files import dataset, node, open_h5, read, regular_file, write_atomic
+from ._idx import read_idx, write_idx
 from ._types import TaskData
+from .coords import split_counts
 
 __all__ = [
     "read_idx", "write_idx", "load_mnist_idx", "write_classification_h5", "read_classification_h5",
-    "convert_idx_to_h5", "load_digits_default", "classification_task", "load_classification",
+    "convert_idx_to_h5", "load_digits_default", "classification_task", "load_classification", "check_labels",
 ]
 
-_IDX_TYPES = {0x08: ">u1", 0x09: ">i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
-_IDX_CODES = {np.dtype(v).newbyteorder("="): k for k, v in _IDX_TYPES.items()}
-_GZIP_MAGIC = b"\x1f\x8b"
 _MNIST_PREFIX = {"train": "train", "test": "t10k"}
+_LAYOUT = "expected datasets 'images' (N, H, W) and 'labels' (N,), or groups 'train'/'test' holding them"
+
+
+def check_labels(labels: np.ndarray, where: str, n_classes: int | None = None) -> np.ndarray:
+    """``labels`` as int64 (N,) after checking: integers, one axis, not empty, in [0, n_classes).
+
+    Args:
+        where: the file and key (or "labels") for messages. n_classes: the upper bound when known.
+    """
+    labels = np.asarray(labels)
+    if labels.dtype.kind not in "iu" or labels.ndim != 1:
+        raise SciPruneError(f"{where}: labels must be non-negative integers of shape (N,), got {labels.dtype} {labels.shape}")
+    if labels.size == 0:
+        raise SciPruneError(f"{where}: no labels (an empty set)")
+    low, high = int(labels.min()), int(labels.max())
+    if low < 0:
+        i = int(np.argmin(labels))
+        raise SciPruneError(f"{where}: labels must be non-negative integers, got {low} at index {i}")
+    if n_classes is not None and high >= n_classes:
+        i = int(np.argmax(labels))
+        raise SciPruneError(
+            f"{where}: label {high} at index {i} is out of range; expected classes 0 to {n_classes - 1} ({n_classes} classes)"
+        )
+    return labels.astype(np.int64)
 
 
 # ---------------------------------------------------------------------------- IDX
-def _open_maybe_gzip(path: Path):
-    with open(path, "rb") as fh:
-        head = fh.read(2)
-    return gzip.open(path, "rb") if head == _GZIP_MAGIC else open(path, "rb")
-
-
-def read_idx(path: str | Path) -> np.ndarray:
-    """Read an IDX file (gzipped or not) into a native-endian array of the stored shape."""
-    path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"{path}: no such file")
-    try:
-        with _open_maybe_gzip(path) as fh:
-            raw = fh.read()
-    except (OSError, EOFError) as exc:
-        raise DataFormatError(f"{path}: cannot read gzip data ({exc})") from None
-    if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] not in _IDX_TYPES or raw[3] == 0:
-        raise DataFormatError(
-            f"{path}: not an IDX file: magic is {raw[:4].hex(' ') or 'empty'}; expected 00 00 TT DD with "
-            "type code TT in 08/09/0b/0c/0d/0e and DD >= 1 dimensions (or a gzip header 1f 8b)"
-        )
-    ndim = raw[3]
-    dtype = np.dtype(_IDX_TYPES[raw[2]])
-    header = 4 + 4 * ndim
-    if len(raw) < header:
-        raise DataFormatError(f"{path}: IDX header truncated; expected {ndim} dimension sizes")
-    shape = tuple(int(s) for s in np.frombuffer(raw, dtype=">u4", count=ndim, offset=4))
-    expected = int(np.prod(shape)) * dtype.itemsize
-    if len(raw) - header != expected:
-        raise DataFormatError(
-            f"{path}: IDX payload has {len(raw) - header} bytes; expected {expected} for shape {shape} of {dtype.name}"
-        )
-    data = np.frombuffer(raw, dtype=dtype, offset=header).reshape(shape)
-    return data.astype(dtype.newbyteorder("="))
-
-
-def write_idx(path: str | Path, array: np.ndarray, *, compress: bool = False) -> Path:
-    """Write ``array`` as an IDX file (gzipped when ``compress``); returns the path."""
-    array = np.asarray(array)
-    code = _IDX_CODES.get(array.dtype.newbyteorder("="))
-    if code is None or array.ndim == 0 or array.ndim > 255:
-        raise SciPruneError(f"IDX can hold uint8/int8/int16/int32/float32/float64 arrays of 1 to 255 dims, got {array.dtype} {array.shape}")
-    payload = bytes([0, 0, code, array.ndim]) + np.asarray(array.shape, dtype=">u4").tobytes()
-    payload += array.astype(_IDX_TYPES[code]).tobytes()
-    path = Path(path)
-    with (gzip.open(path, "wb") if compress else open(path, "wb")) as fh:
-        fh.write(payload)
-    return path
-
-
 def _find_idx(directory: Path, prefix: str, kind: str, dims: int) -> Path:
     names = [f"{prefix}-{kind}-idx{dims}-ubyte", f"{prefix}-{kind}.idx{dims}-ubyte"]
     for name in names:
         for candidate in (directory / name, directory / f"{name}.gz"):
-            if candidate.is_file():
-                return candidate
+            if os.path.lexists(candidate):
+                return regular_file(candidate, "an IDX file")
     raise DataFormatError(
         f"{directory}: no file '{names[0]}' or '{names[0]}.gz'; expected the standard MNIST / "
         "Fashion-MNIST IDX file names"
@@ -130,7 +105,17 @@ def load_mnist_idx(directory: str | Path, *, split: str = "train") -> tuple[np.n
         raise DataFormatError(
             f"{lab_path}: labels have shape {labels.shape}; expected ({len(images)},) to match {img_path.name}"
         )
-    return images, labels.astype(np.int64)
+    return images, _as_data_error(check_labels, labels, str(lab_path))
+
+
+def _as_data_error(check, values, where: str, *args):
+    """``check(values, where, *args)`` with its SciPruneError raised as a DataFormatError (a file's fault)."""
+    try:
+        return check(values, where, *args)
+    except DataFormatError:
+        raise
+    except SciPruneError as err:
+        raise DataFormatError(str(err)) from None
 
 
 # ---------------------------------------------------------------------------- HDF5
@@ -143,7 +128,9 @@ def write_classification_h5(
     test_labels: np.ndarray | None = None,
     **attrs: Any,
 ) -> Path:
-    """Write images and labels atomically (temp file, then ``os.replace``).
+    """Write images and labels atomically (the file is built in memory, checked against the free
+    space, written to a temp file and moved into place with ``os.replace``; no temp file is left
+    on any error).
 
     Args:
         images: (N, H, W) uint8 or float. labels: (N,) integer.
@@ -151,44 +138,47 @@ def write_classification_h5(
             (``train/...``, ``test/...``) is written, otherwise the flat one.
         attrs: root attributes (str, numbers).
     """
-    path = Path(path)
-    sets = {"": (images, labels)} if test_images is None else {"train/": (images, labels), "test/": (test_images, test_labels)}
+    path = prepare_output(path, what="output file")
     if (test_images is None) != (test_labels is None):
         raise SciPruneError("test_images and test_labels must be given together")
+    sets = {"": (images, labels)} if test_images is None else {"train/": (images, labels), "test/": (test_images, test_labels)}
     for prefix, (im, lab) in sets.items():
         _check_pair(np.asarray(im), np.asarray(lab), f"{path}: {prefix or ''}")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent or ".")
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as h5:
-            for prefix, (im, lab) in sets.items():
-                h5.create_dataset(f"{prefix}images", data=np.asarray(im), compression="gzip", compression_opts=4)
-                h5.create_dataset(f"{prefix}labels", data=np.asarray(lab).astype(np.int64))
-            for k, v in attrs.items():
-                h5.attrs[k] = v
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    write_atomic(path, _h5_bytes(sets, attrs))
     return path
 
 
+def _h5_bytes(sets: dict[str, tuple[np.ndarray, np.ndarray]], attrs: dict[str, Any]) -> bytes:
+    """The HDF5 file of ``sets`` as bytes, built in memory (no disk write can fail inside HDF5)."""
+    buffer = io.BytesIO()
+    with h5py.File(buffer, "w") as h5:
+        for prefix, (im, lab) in sets.items():
+            h5.create_dataset(f"{prefix}images", data=np.asarray(im), compression="gzip", compression_opts=4)
+            h5.create_dataset(f"{prefix}labels", data=np.asarray(lab).astype(np.int64))
+        for k, v in attrs.items():
+            h5.attrs[k] = v
+    return buffer.getvalue()
+
+
 def _check_pair(images: np.ndarray, labels: np.ndarray, where: str) -> None:
-    if images.ndim != 3:
-        raise SciPruneError(f"{where}images has shape {images.shape}; expected (N, H, W)")
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise SciPruneError(f"{where}labels is {labels.dtype} {labels.shape}; expected integer (N,)")
+    if images.ndim != 3 or images.dtype.kind not in "fiu" or images.size == 0:
+        raise SciPruneError(f"{where}images is {images.dtype} {images.shape}; expected real numbers of shape (N, H, W), N >= 1")
+    check_labels(labels, f"{where}labels")
     if len(labels) != len(images):
         raise SciPruneError(f"{where}labels has {len(labels)} entries; expected {len(images)} to match images")
 
 
 def classification_h5_splits(h5: h5py.File) -> list[str] | None:
-    """``[""]`` for the flat layout, ``["train", "test"?]`` for the split one, None otherwise."""
+    """``[""]`` for the flat layout, ``["train", "test"?]`` for the split one, None otherwise.
+
+    Only link names are looked at, and groups are reached through :func:`~sciprune.data._files.node`
+    (so an external link is refused, never followed).
+    """
     if "images" in h5 and "labels" in h5:
         return [""]
-    if "train" in h5 and isinstance(h5["train"], h5py.Group) and "images" in h5["train"]:
-        return ["train"] + (["test"] if "test" in h5 and "images" in h5["test"] else [])
+    if "train" in h5 and isinstance(node(h5, "train"), h5py.Group) and "images" in h5["train"]:
+        has_test = "test" in h5 and isinstance(node(h5, "test"), h5py.Group) and "images" in h5["test"]
+        return ["train"] + (["test"] if has_test else [])
     return None
 
 
@@ -199,55 +189,63 @@ def read_classification_h5(path: str | Path, *, split: str | None = None) -> tup
         split: None reads the flat datasets, or ``train`` of the split layout; ``"train"`` or
             ``"test"`` picks a group of the split layout.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataFormatError(f"{path}: no such file")
-    if not h5py.is_hdf5(path):
-        raise DataFormatError(f"{path}: not an HDF5 file")
-    with h5py.File(path, "r") as h5:
-        splits = classification_h5_splits(h5)
-        if splits is None:
+    with open_h5(path, "a classification HDF5 file") as h5:
+        path = Path(path)
+        prefix = _prefix(h5, path, split)
+        im_ds = dataset(h5, f"{prefix}images", ndim=3, expected="real numbers of shape (N, H, W)")
+        lab_ds = dataset(h5, f"{prefix}labels", kinds="iu", ndim=1, expected="integer labels of shape (N,)")
+        if lab_ds.shape[0] != im_ds.shape[0]:
             raise DataFormatError(
-                f"{path}: found keys {sorted(h5.keys())[:8]}; expected datasets 'images' (N, H, W) and "
-                "'labels' (N,), or groups 'train'/'test' holding them"
+                f"{path}: key '{prefix}labels' has {lab_ds.shape[0]} entries; expected {im_ds.shape[0]} to match '{prefix}images'"
             )
-        if splits == [""]:
-            if split not in (None, "train"):
-                raise DataFormatError(f"{path}: has no group '{split}'; it holds one flat set 'images'/'labels'")
-            prefix = ""
-        else:
-            split = split or "train"
-            if split not in splits:
-                raise DataFormatError(f"{path}: has no group '{split}'; found {splits}")
-            prefix = f"{split}/"
-        for key in ("images", "labels"):
-            if f"{prefix}{key}" not in h5:
-                raise DataFormatError(f"{path}: key '{prefix}{key}' is missing")
-        images, labels = h5[f"{prefix}images"][...], h5[f"{prefix}labels"][...]
-    if images.ndim != 3:
-        raise DataFormatError(f"{path}: key '{prefix}images' has shape {images.shape}; expected (N, H, W)")
-    if labels.ndim != 1 or not np.issubdtype(labels.dtype, np.integer):
-        raise DataFormatError(f"{path}: key '{prefix}labels' is {labels.dtype} {labels.shape}; expected integer (N,)")
-    if len(labels) != len(images):
-        raise DataFormatError(
-            f"{path}: key '{prefix}labels' has {len(labels)} entries; expected {len(images)} to match '{prefix}images'"
-        )
+        images, labels = read(im_ds), read(lab_ds)
+        n_classes = _n_classes(h5_attrs(h5), path)
+    labels = _as_data_error(check_labels, labels, f"{path}: key '{prefix}labels'", n_classes)
     if images.dtype.kind == "f" and not np.all(np.isfinite(images)):
         raise DataFormatError(f"{path}: key '{prefix}images' contains NaN/inf values")
-    return images, labels.astype(np.int64)
+    return images, labels
+
+
+def _prefix(h5: h5py.File, path: Path, split: str | None) -> str:
+    splits = classification_h5_splits(h5)
+    if splits is None:
+        raise DataFormatError(f"{path}: found keys {sorted(h5.keys())[:8]}; {_LAYOUT}")
+    if splits == [""]:
+        if split not in (None, "train"):
+            raise DataFormatError(f"{path}: has no group '{split}'; it holds one flat set 'images'/'labels'")
+        return ""
+    split = split or "train"
+    if split not in splits:
+        raise DataFormatError(f"{path}: has no group '{split}'; found {splits}")
+    return f"{split}/"
+
+
+def _n_classes(attrs: dict[str, Any], path: Path | str) -> int | None:
+    """The ``n_classes`` attribute if recorded (a positive integer), else None."""
+    if "n_classes" not in attrs:
+        return None
+    value = attrs["n_classes"]
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer() or value < 1:
+        raise DataFormatError(f"{path}: attribute 'n_classes' = {value!r}; expected a positive integer (the number of classes)")
+    return int(value)
 
 
 def convert_idx_to_h5(directory: str | Path, out_path: str | Path) -> Path:
     """Convert an MNIST/Fashion-MNIST IDX directory to one HDF5 file in the split layout.
 
     Writes groups ``train`` and ``test`` (each ``images`` uint8 (N, 28, 28), ``labels`` int64)
-    with root attributes ``source`` (the directory name) and ``pixel_max`` = 255.
+    with root attributes ``source`` (the directory name), ``pixel_max`` = 255 and ``n_classes``
+    (one more than the largest training label; every test label must be below it). The output
+    path is checked (:func:`~sciprune.outputs.prepare_output`) before anything is read.
     """
+    out_path = prepare_output(out_path, what="OUT")
     tr_im, tr_lab = load_mnist_idx(directory, split="train")
     te_im, te_lab = load_mnist_idx(directory, split="test")
+    n_classes = int(tr_lab.max()) + 1
+    _as_data_error(check_labels, te_lab, f"{directory}: test labels (t10k-labels)", n_classes)
     return write_classification_h5(
         out_path, tr_im, tr_lab, test_images=te_im, test_labels=te_lab,
-        source=Path(directory).resolve().name, format="idx", pixel_max=255,
+        source=Path(directory).resolve().name, format="idx", pixel_max=255, n_classes=n_classes,
     )
 
 
@@ -262,13 +260,24 @@ def load_digits_default() -> tuple[np.ndarray, np.ndarray]:
 
 def _pixel_max(images: np.ndarray, explicit: float | None, provenance: dict) -> tuple[float, str]:
     if explicit is not None:
-        return float(explicit), "given"
+        return _positive(explicit, "pixel_max"), "given"
     if "pixel_max" in provenance:
-        return float(provenance["pixel_max"]), "recorded with the data"
+        where = f"{provenance['source']}: attribute 'pixel_max'" if "source" in provenance else "provenance 'pixel_max'"
+        return _positive(provenance["pixel_max"], where), "recorded with the data"
     if images.dtype == np.uint8:
         return 255.0, "uint8 range"
     top = float(images.max()) if images.size else 1.0
     return (1.0, "float data already in [0, 1]") if top <= 1.0 else (top, "data maximum")
+
+
+def _positive(value: Any, what: str) -> float:
+    """``value`` as a positive finite float, else a SciPruneError naming ``what``."""
+    ok = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    if not ok or not math.isfinite(float(value)) or float(value) <= 0:
+        raise SciPruneError(
+            f"{what} = {value!r}; expected a positive finite number (the value of a white pixel, e.g. 255 or 1)"
+        )
+    return float(value)
 
 
 def classification_task(
@@ -299,39 +308,48 @@ def classification_task(
         TaskData with X_* (n, H*W) float and Y_* (n,) int64.
     """
     provenance = dict(provenance or {})
+    where = str(provenance.get("source", "classification data"))
     images, labels = np.asarray(images), np.asarray(labels)
     if images.ndim < 2 or labels.ndim != 1 or len(images) != len(labels):
-        raise SciPruneError(f"images (N, H, W) and labels (N,) must match, got {images.shape} and {labels.shape}")
-    if not np.issubdtype(labels.dtype, np.integer) or (labels.size and labels.min() < 0):
-        raise SciPruneError(f"labels must be non-negative integers, got dtype {labels.dtype}")
+        raise SciPruneError(f"{where}: images (N, H, W) and labels (N,) must match, got {images.shape} and {labels.shape}")
+    _check_images(images, where)
+    n_classes = _n_classes(provenance, where)
+    labels = check_labels(labels, f"{where}: labels", n_classes)
     if (test_images is None) != (test_labels is None):
         raise SciPruneError("test_images and test_labels must be given together")
-    if images.dtype.kind == "f" and not np.all(np.isfinite(images)):
-        raise SciPruneError("images contain NaN/inf values")
+    if test_images is not None:
+        test_images = np.asarray(test_images)
+        _check_images(test_images, where, "test images")
     for name, f in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
         if not 0.0 <= float(f) < 1.0:
             raise SciPruneError(f"{name} must be in [0, 1), got {f}")
     scale, rule = _pixel_max(images, pixel_max, provenance)
+    stated = rule in ("given", "recorded with the data")  # a stated pixel_max bounds the data
+    for what, im in (("images", images), ("test images", test_images)):
+        top = float(np.max(im)) if stated and im is not None and im.size else 0.0
+        if top > scale:
+            raise SciPruneError(
+                f"{where}: {what} hold values up to {top:g}, above pixel_max = {scale:g} ({rule}); "
+                "give the value of a white pixel as pixel_max"
+            )
     n = len(images)
+    n_test, n_val = split_counts(n, None if test_images is not None else test_fraction, val_fraction, "images")
+    n_classes = n_classes or int(labels.max()) + 1
     rng = np.random.default_rng(int(seed))
     perm = rng.permutation(n)
-    n_val = int(np.floor(val_fraction * n + 0.5))
-    n_test = 0 if test_images is not None else int(np.floor(test_fraction * n + 0.5))
-    if n_val + n_test >= n:
-        raise SciPruneError(f"val_fraction and test_fraction leave no training images out of {n}")
     idx = {"test": perm[:n_test], "val": perm[n_test:n_test + n_val], "train": perm[n_test + n_val:]}
     flat = images.reshape(n, -1).astype(np.float64) / scale
     X = {k: flat[v] for k, v in idx.items()}
-    Y = {k: labels[v].astype(np.int64) for k, v in idx.items()}
+    Y = {k: labels[v] for k, v in idx.items()}
     if test_images is not None:
         ti, tl = np.asarray(test_images), np.asarray(test_labels)
-        if ti.shape[1:] != images.shape[1:] or tl.ndim != 1 or len(ti) != len(tl):
+        if ti.shape[1:] != images.shape[1:] or tl.ndim != 1 or len(ti) != len(tl) or len(ti) == 0:
             raise SciPruneError(
-                f"test_images {ti.shape} and test_labels {tl.shape} must match images {images.shape[1:]} per item"
+                f"{where}: test_images {ti.shape} and test_labels {tl.shape} must match images {images.shape[1:]} "
+                "per item and hold at least one item"
             )
         X["test"] = ti.reshape(len(ti), -1).astype(np.float64) / scale
-        Y["test"] = tl.astype(np.int64)
-    n_classes = int(max(int(y.max()) for y in Y.values() if y.size) + 1)
+        Y["test"] = check_labels(tl, f"{where}: test labels", n_classes)
     provenance.update({
         "image_shape": list(images.shape[1:]),
         "pixel_max": scale,
@@ -354,6 +372,14 @@ def classification_task(
     )
 
 
+def _check_images(images: np.ndarray, where: str, what: str = "images") -> None:
+    """Real (not complex, string or boolean), finite pixel values."""
+    if images.dtype.kind not in "fiu":
+        raise SciPruneError(f"{where}: {what} have dtype {images.dtype}; expected real pixel values (integer or float)")
+    if images.dtype.kind == "f" and not np.all(np.isfinite(images)):
+        raise SciPruneError(f"{where}: {what} contain NaN/inf values")
+
+
 def load_classification(
     source: str | Path | None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, dict]:
@@ -369,31 +395,42 @@ def load_classification(
     """
     if source is None or str(source) == "digits":
         images, labels = load_digits_default()
-        return images, labels, None, None, {"dataset": "digits", "source": "sklearn.datasets.load_digits", "pixel_max": 16.0}
+        prov = {"dataset": "digits", "source": "sklearn.datasets.load_digits", "pixel_max": 16.0, "n_classes": 10}
+        return images, labels, None, None, prov
     path = Path(source)
     if path.is_dir():
         images, labels = load_mnist_idx(path, split="train")
-        try:
-            test = load_mnist_idx(path, split="test")
-        except DataFormatError:
-            test = (None, None)
+        has_test = any(os.path.lexists(path / f"t10k-images{sep}idx3-ubyte{gz}") for sep in "-." for gz in ("", ".gz"))
+        test = load_mnist_idx(path, split="test") if has_test else (None, None)
         return images, labels, *test, {"dataset": "idx", "source": str(path), "pixel_max": 255.0}
-    if path.suffix.lower() in (".h5", ".hdf5"):
-        if not path.is_file():
-            raise DataFormatError(f"{path}: no such file")
-        images, labels = read_classification_h5(path)
-        with h5py.File(path, "r") as h5:
-            has_test = "test" in (classification_h5_splits(h5) or [])
-            attrs = {k: (v.item() if isinstance(v, np.generic) else v) for k, v in h5.attrs.items()}
-        prov = {k: (v.decode() if isinstance(v, bytes) else v) for k, v in attrs.items()
-                if isinstance(v, (str, bytes, int, float))}
-        prov.update({"dataset": "hdf5", "source": str(path)})
-        if has_test:
-            return (images, labels, *read_classification_h5(path, split="test"), prov)
-        return images, labels, None, None, prov
-    if not path.exists():
+    if not os.path.lexists(path):
         raise DataFormatError(f"{path}: no such file or directory")
+    if path.suffix.lower() in (".h5", ".hdf5") or _is_hdf5(path):
+        return _load_h5(path)
     raise DataFormatError(
         f"{path}: unknown classification source; expected 'digits', a directory of MNIST IDX files "
         "or a .h5/.hdf5 file"
     )
+
+
+def _is_hdf5(path: Path) -> bool:
+    regular_file(path, "a classification data file (HDF5) or a directory of IDX files")
+    try:
+        return bool(h5py.is_hdf5(path))
+    except OSError:
+        return False
+
+
+def _load_h5(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray | None, dict]:
+    """A classification HDF5 file: train set, test set if any, and its attributes as provenance."""
+    images, labels = read_classification_h5(path)
+    with open_h5(path, "a classification HDF5 file") as h5:
+        has_test = "test" in (classification_h5_splits(h5) or [])
+        attrs = h5_attrs(h5)
+    prov = {k: v for k, v in attrs.items() if isinstance(v, (str, int, float)) or k in ("pixel_max", "n_classes")}
+    prov.update({"dataset": "hdf5", "source": str(path)})
+    if "pixel_max" in prov:
+        _positive(prov["pixel_max"], f"{path}: attribute 'pixel_max'")
+    if has_test:
+        return (images, labels, *read_classification_h5(path, split="test"), prov)
+    return images, labels, None, None, prov

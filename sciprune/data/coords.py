@@ -19,15 +19,49 @@ import numpy as np
 import torch
 import xarray as xr
 
-from ..errors import SciPruneError
+from ..errors import DataFormatError, SciPruneError
 from ..scaling import Scaling
 from ._types import TaskData
 from .noise import NoiseModel
 
-__all__ = ["coordinate_task", "grid_inputs", "split_indices", "SPLITS"]
+__all__ = ["coordinate_task", "grid_inputs", "split_indices", "split_counts", "check_axis", "SPLITS"]
 
 SPLITS = ("random", "time")
 _SPLIT_STREAM = 1
+
+
+def check_axis(values: Any, what: str) -> np.ndarray:
+    """A grid coordinate as float64 (N,), checked: real, one axis, finite, strictly monotonic.
+
+    Every grid point is one datum (x, t) -> u, so a repeated coordinate would give two targets
+    for one input, and an unsorted one is a corrupt grid. Decreasing axes are accepted.
+
+    Args:
+        values: the coordinate values. what: how to name it in messages, e.g.
+            ``"f.h5: key 'x-coordinate'"``.
+    """
+    a = np.asarray(values)
+    if a.dtype.kind not in "fiu":
+        kind = "complex" if a.dtype.kind == "c" else f"dtype {a.dtype}"
+        raise DataFormatError(f"{what} holds {kind} values; expected real numbers")
+    if a.ndim != 1:
+        raise DataFormatError(f"{what} has shape {a.shape}; expected a 1-D coordinate array (N,)")
+    if a.size == 0:
+        raise DataFormatError(f"{what} is empty; expected at least one grid coordinate")
+    a = a.astype(np.float64)
+    bad = np.flatnonzero(~np.isfinite(a))
+    if bad.size:
+        raise DataFormatError(f"{what} has {bad.size} NaN/inf values (first at index {bad[0]}); expected finite coordinates")
+    with np.errstate(over="ignore"):
+        step = np.diff(a)
+    if step.size and not (np.all(step > 0) or np.all(step < 0)):
+        i = int(np.flatnonzero(step == 0)[0]) if np.any(step == 0) else int(np.flatnonzero(np.sign(step) != np.sign(step[0]))[0])
+        problem = "repeats" if step[i] == 0 else "is not monotonic:"
+        raise DataFormatError(
+            f"{what} {problem} {a[i]:g} at index {i} then {a[i + 1]:g} at index {i + 1}; expected distinct, "
+            "sorted grid coordinates"
+        )
+    return a
 
 
 def _check_sample(sample: xr.DataArray) -> xr.DataArray:
@@ -42,6 +76,13 @@ def _check_sample(sample: xr.DataArray) -> xr.DataArray:
         )
     if "t" not in sample.coords or "x" not in sample.coords:
         raise SciPruneError("sample must carry coordinates 't' and 'x'")
+    if sample.dtype.kind not in "fiu":
+        raise SciPruneError(
+            f"sample {_source(sample)} holds {'complex' if sample.dtype.kind == 'c' else sample.dtype} values; "
+            "expected real numbers (pick the real part or modulus yourself if that is meant)"
+        )
+    for name in ("t", "x"):
+        check_axis(sample[name].values, f"coordinate '{name}' of sample {_source(sample)}")
     return sample.transpose("t", "x")
 
 
@@ -64,6 +105,36 @@ def grid_inputs(sample: xr.DataArray) -> np.ndarray:
 
 def _count(fraction: float, n: int) -> int:
     return int(math.floor(fraction * n + 0.5))
+
+
+def split_counts(
+    n: int, test_fraction: float | None, val_fraction: float, unit: str = "points", about: str = ""
+) -> tuple[int, int]:
+    """(test, validation) counts of ``n`` items: ``round(fraction * n)``, round half up.
+
+    ``test_fraction`` None means a separate test set (no item held out for it). Raises
+    SciPruneError, naming the sizes and fractions, when ``n < 2``, when a positive fraction
+    gives no item, or when nothing is left for training. ``unit`` names the items ("points",
+    "images"); ``about`` is added after the count, e.g. ``" (Nt = 3, Nx = 1)"``.
+    """
+    if n < 2:
+        one = unit[:-1] if n == 1 and unit.endswith("s") else unit
+        raise SciPruneError(f"the data have only {n} {one}{about}: too few to split into training and test sets (at least 2)")
+    n_test = 0 if test_fraction is None else _count(test_fraction, n)
+    n_val = _count(val_fraction, n)
+    for name, frac, got in (("test_fraction", test_fraction, n_test), ("val_fraction", val_fraction, n_val)):
+        if frac is not None and frac > 0 and got == 0:
+            part = "test" if name == "test_fraction" else "validation"
+            raise SciPruneError(
+                f"{name} {frac:g} of {n} {unit}{about} gives no {part} {unit}; use {name} >= {0.5 / n:.3g} "
+                "or more data"
+            )
+    if n_test + n_val >= n:
+        raise SciPruneError(
+            f"test_fraction {test_fraction} and val_fraction {val_fraction} leave no training {unit} out of "
+            f"{n}{about} ({n_test} test, {n_val} validation); their sum must be below 1"
+        )
+    return n_test, n_val
 
 
 def _check_fraction(name: str, value: float) -> float:
@@ -110,18 +181,20 @@ def split_indices(
     n_t = len(t)
     n = n_t * int(n_x)
     rng = np.random.default_rng([int(seed), _SPLIT_STREAM])
-    n_val = _count(val_fraction, n)
     if split == "random":
-        n_test = _count(test_fraction, n)
-        if n_test + n_val >= n:
-            raise SciPruneError(
-                f"test_fraction {test_fraction} and val_fraction {val_fraction} leave no training "
-                f"points out of {n}; their sum must be below 1"
-            )
+        n_test, n_val = split_counts(n, test_fraction, val_fraction, "points", f" (Nt = {n_t}, Nx = {int(n_x)})")
         perm = rng.permutation(n)
         parts = {"test": perm[:n_test], "val": perm[n_test:n_test + n_val], "train": perm[n_test + n_val:]}
         used_split = None
     else:
+        if n_t < 2:
+            raise SciPruneError(f"the time split needs at least 2 time levels, got Nt = {n_t} (Nx = {int(n_x)})")
+        n_val = _count(val_fraction, n)
+        if val_fraction > 0 and n_val == 0:
+            raise SciPruneError(
+                f"val_fraction {val_fraction:g} of {n} points (Nt = {n_t}, Nx = {int(n_x)}) gives no validation point; "
+                f"use val_fraction >= {0.5 / n:.3g} or more data"
+            )
         t_sorted = np.sort(t)
         if t_split is None:
             n_t_test = max(1, _count(test_fraction, n_t))
@@ -200,14 +273,23 @@ def coordinate_task(
         sample["t"].values, n_x, split=split, test_fraction=test_fraction,
         val_fraction=val_fraction, seed=int(seed), t_split=t_split,
     )
-    in_scaling = Scaling.to_unit_interval(inputs)
-    out_scaling = Scaling.standardize(noisy[idx["train"]])
-    X = in_scaling.forward(inputs)
-    Y = out_scaling.forward(noisy)
-    Yc = out_scaling.forward(clean)
+    src = _source(sample)
+    level = f"noise level {noise.level:g} ({noise.kind})" if noise.level else "no noise"
+    in_scaling = _scaling(Scaling.to_unit_interval, inputs, f"sample {src}: the coordinates (x, t)")
+    out_scaling = _scaling(Scaling.standardize, noisy[idx["train"]], f"sample {src} with {level}: the noisy training targets")
+    with np.errstate(over="ignore", invalid="ignore"):
+        X = in_scaling.forward(inputs)
+        Y = out_scaling.forward(noisy)
+        Yc = out_scaling.forward(clean)
 
     def tensor(a: np.ndarray, part: str) -> torch.Tensor:
-        return torch.as_tensor(a[idx[part]], dtype=dtype)
+        out = torch.as_tensor(a[idx[part]], dtype=dtype)
+        if not bool(torch.isfinite(out).all()):
+            raise SciPruneError(
+                f"sample {src} with {level}: the scaled {part} values overflow {dtype} (NaN/inf); "
+                "use a smaller noise level or rescale the data"
+            )
+        return out
 
     n = n_t * n_x
     counts = {k: int(len(v)) for k, v in idx.items()}
@@ -226,7 +308,7 @@ def coordinate_task(
         "noise": noise.to_dict(),
         "noise_law": noise.describe(),
         "noise_seed": noise_seed,
-        "noise_rms": float(np.sqrt(np.mean(residual**2))),
+        "noise_rms": _rms(residual),
         "split": split,
         "t_split": used_split,
         "fractions": {
@@ -247,6 +329,24 @@ def coordinate_task(
         Y_train_clean=tensor(Yc, "train"), Y_val_clean=tensor(Yc, "val"), Y_test_clean=tensor(Yc, "test"),
         input_scaling=in_scaling, output_scaling=out_scaling, provenance=provenance,
     )
+
+
+def _scaling(make, values: np.ndarray, what: str) -> Scaling:
+    """``make(values)`` (a Scaling constructor), its SciPruneError prefixed with ``what``."""
+    try:
+        return make(values)
+    except SciPruneError as err:
+        raise SciPruneError(f"{what}: {err}") from None
+
+
+def _rms(r: np.ndarray) -> float:
+    """sqrt(mean(r^2)) without overflow for values near the float64 limit."""
+    with np.errstate(over="ignore"):
+        plain = float(np.sqrt(np.mean(r**2)))
+    if np.isfinite(plain):
+        return plain
+    top = float(np.max(np.abs(r)))
+    return top * float(np.sqrt(np.mean((r / top) ** 2)))
 
 
 def _source(sample: xr.DataArray) -> str:

@@ -1,4 +1,9 @@
-"""Human-readable summaries of data files, for ``sciprune data info FILE``."""
+"""Human-readable summaries of data files, for ``sciprune data info FILE``.
+
+The file is checked and opened exactly as the readers of ``train`` and ``run`` do
+(:mod:`sciprune.data._files`), so whatever they refuse, ``data info`` refuses with the same one
+line, and whatever ``data info`` describes, they can read.
+"""
 
 from __future__ import annotations
 
@@ -8,37 +13,44 @@ import h5py
 import numpy as np
 
 from ..errors import DataFormatError
-from .classification import _GZIP_MAGIC, _IDX_TYPES, classification_h5_splits, read_idx
+from ._files import attrs as h5_attrs
+from ._files import dataset, open_h5, read, regular_file
+from ._idx import GZIP_MAGIC, looks_like_idx, read_idx
+from .classification import _as_data_error, _n_classes, check_labels, classification_h5_splits
 from .pdebench import open_pdebench
 
 __all__ = ["describe_file"]
+
+_WHAT = "a data file (PDEBench HDF5, classification HDF5 or IDX)"
 
 
 def describe_file(path: str | Path) -> str:
     """Describe a PDEBench HDF5 file (either layout), a classification HDF5 file or an IDX file.
 
-    Reads only metadata and, for PDEBench files, the coordinates of the first sample.
+    Reads only metadata, the labels of a classification file and, for PDEBench files, the
+    first sample (whose values and coordinates are checked as ``train`` checks them).
 
     Raises:
-        DataFormatError: missing file or a format none of the above.
+        DataFormatError: missing or special file, or a format none of the above, or a file of
+            one of these formats that the readers would refuse.
     """
-    path = Path(path)
-    if not path.exists():
-        raise DataFormatError(f"{path}: no such file")
-    if path.is_dir():
-        raise DataFormatError(f"{path}: is a directory; expected a data file")
-    if h5py.is_hdf5(path):
-        with h5py.File(path, "r") as h5:
+    path = regular_file(path, _WHAT)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+    try:
+        is_hdf5 = bool(h5py.is_hdf5(path))
+    except OSError:
+        is_hdf5 = False
+    if is_hdf5:
+        with open_h5(path, _WHAT) as h5:
             splits = classification_h5_splits(h5)
             if splits is not None:
                 return _describe_classification(path, h5, splits)
         return _describe_pdebench(path)
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-    if head[:2] == _GZIP_MAGIC or (len(head) == 4 and head[:2] == b"\0\0" and head[2] in _IDX_TYPES):
-        return _describe_idx(path, gzipped=head[:2] == _GZIP_MAGIC)
+    if looks_like_idx(head):
+        return _describe_idx(path, gzipped=head[:2] == GZIP_MAGIC)
     raise DataFormatError(
-        f"{path}: unknown format (first bytes {head.hex(' ') or 'empty'}); expected a PDEBench HDF5 "
+        f"{path}: unknown format (first bytes {head[:4].hex(' ') or 'empty'}); expected a PDEBench HDF5 "
         "file, a classification HDF5 file ('images'/'labels') or an IDX file"
     )
 
@@ -64,23 +76,30 @@ def _describe_pdebench(path: Path) -> str:
     if info["attrs"]:
         lines.append("  attributes:")
         for key, value in info["attrs"].items():
-            text = str(value).replace("\n", " ")
-            lines.append(f"    {key}: {text[:100]}{'...' if len(text) > 100 else ''}")
+            lines.append(f"    {key}: {_short(value)}")
     return "\n".join(lines)
 
 
 def _describe_classification(path: Path, h5: h5py.File, splits: list[str]) -> str:
+    attrs = h5_attrs(h5)
+    n_classes = _n_classes(attrs, path)
     lines = [str(path), "  format: classification HDF5, " + ("flat layout" if splits == [""] else "train/test layout")]
     for split in splits:
         prefix = f"{split}/" if split else ""
-        images, labels = h5[f"{prefix}images"], h5[f"{prefix}labels"]
-        n_classes = len(np.unique(labels[...])) if labels.ndim == 1 else "?"
+        images = dataset(h5, f"{prefix}images", ndim=3, expected="real numbers of shape (N, H, W)")
+        labels_ds = dataset(h5, f"{prefix}labels", kinds="iu", ndim=1, expected="integer labels of shape (N,)")
+        if labels_ds.shape[0] != images.shape[0]:
+            raise DataFormatError(
+                f"{path}: key '{prefix}labels' has {labels_ds.shape[0]} entries; expected {images.shape[0]} "
+                f"to match '{prefix}images'"
+            )
+        labels = _as_data_error(check_labels, read(labels_ds), f"{path}: key '{prefix}labels'", n_classes)
         lines.append(
-            f"  {prefix}images: {images.shape} {images.dtype}; {prefix}labels: {labels.shape} "
-            f"{labels.dtype}, {n_classes} classes"
+            f"  {prefix}images: {images.shape} {images.dtype}; {prefix}labels: {labels_ds.shape} "
+            f"{labels_ds.dtype}, {len(np.unique(labels))} classes"
         )
-    for key, value in h5.attrs.items():
-        lines.append(f"  {key}: {value.decode() if isinstance(value, bytes) else value}")
+    for key, value in attrs.items():
+        lines.append(f"  {key}: {_short(value)}")
     return "\n".join(lines)
 
 
@@ -91,3 +110,8 @@ def _describe_idx(path: Path, *, gzipped: bool) -> str:
     if data.size:
         lines.append(f"  values in [{data.min()}, {data.max()}]")
     return "\n".join(lines)
+
+
+def _short(value: object) -> str:
+    text = " ".join(str(value).split())
+    return f"{text[:100]}{'...' if len(text) > 100 else ''}"

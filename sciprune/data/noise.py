@@ -71,20 +71,39 @@ class NoiseModel:
 
         Returns:
             Array of the shape of ``y``; ``y`` itself is not modified.
+
+        Raises:
+            SciPruneError: ``y`` is not real-valued or holds NaN/inf, or the noise makes some
+                values overflow (not finite in float64 or in ``y``'s dtype), naming the level.
         """
         y = np.asarray(y)
+        if y.dtype.kind not in "fiu":
+            raise SciPruneError(f"noise can be added to real numbers only, got values of dtype {y.dtype}")
         out_dtype = y.dtype if np.issubdtype(y.dtype, np.floating) else np.float64
         y64 = y.astype(np.float64)
+        if not np.all(np.isfinite(y64)):
+            raise SciPruneError(f"the clean values contain {int((~np.isfinite(y64)).sum())} NaN/inf entries; noise cannot be added")
         if self.kind == "none" or self.level == 0:
             return y64.astype(out_dtype)
         rng = np.random.default_rng(seed)
-        if self.kind == "uniform":
-            noisy = y64 + rng.uniform(-self.level, self.level, size=y.shape)
-        elif self.kind == "gaussian":
-            noisy = y64 + self.level * rng.standard_normal(size=y.shape)
-        else:  # relative-gaussian
-            noisy = y64 * (1.0 + self.level * rng.standard_normal(size=y.shape))
-        return noisy.astype(out_dtype)
+        with np.errstate(over="ignore", invalid="ignore"):
+            try:
+                if self.kind == "uniform":
+                    noisy = y64 + rng.uniform(-self.level, self.level, size=y.shape)
+                elif self.kind == "gaussian":
+                    noisy = y64 + self.level * rng.standard_normal(size=y.shape)
+                else:  # relative-gaussian
+                    noisy = y64 * (1.0 + self.level * rng.standard_normal(size=y.shape))
+            except OverflowError:  # the width 2a of U(-a, a) is beyond float64
+                noisy = np.full(y.shape, np.inf)
+            out = noisy.astype(out_dtype)
+        bad = int(np.count_nonzero(~np.isfinite(out)))
+        if bad:
+            raise SciPruneError(
+                f"noise level {self.level:g} ({self.kind}: {self.describe()}) makes {bad} of {out.size} noisy "
+                f"values overflow {np.dtype(out_dtype).name} (NaN/inf); use a much smaller noise level"
+            )
+        return out
 
     @property
     def std(self) -> float | None:

@@ -13,7 +13,9 @@ Two layouts exist among the published PDEBench files:
   variable per dataset, stacked along a ``var`` dimension.
 
 Only one sample is read from disk per :meth:`PDEBenchFile.sample` call; the 4 GB diff-sorp
-file is never loaded whole.
+file is never loaded whole. Files are opened through :mod:`sciprune.data._files` (regular files
+only, truncated files and external links refused); values must be real numbers (complex, string,
+compound and boolean data are refused) and coordinates 1-D, finite and strictly monotonic.
 """
 
 from __future__ import annotations
@@ -26,6 +28,9 @@ import numpy as np
 import xarray as xr
 
 from ..errors import DataFormatError, SciPruneError
+from ._files import attrs as _attrs
+from ._files import dataset, node, open_h5, read, subgroups
+from .coords import check_axis
 
 __all__ = ["open_pdebench", "PDEBenchFile"]
 
@@ -60,16 +65,7 @@ class PDEBenchFile:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            raise DataFormatError(f"{self.path}: no such file")
-        if self.path.is_dir():
-            raise DataFormatError(f"{self.path}: is a directory; expected a PDEBench HDF5 file")
-        if not h5py.is_hdf5(self.path):
-            raise DataFormatError(f"{self.path}: not an HDF5 file")
-        try:
-            self._h5: h5py.File | None = h5py.File(self.path, "r")
-        except OSError as exc:  # corrupt or locked file
-            raise DataFormatError(f"{self.path}: cannot open HDF5 file ({exc})") from None
+        self._h5: h5py.File | None = open_h5(self.path, "a PDEBench HDF5 file")
         try:
             self._detect()
         except BaseException:
@@ -81,39 +77,41 @@ class PDEBenchFile:
         h5 = self._file
         keys = list(h5.keys())
         if "tensor" in h5 or any(v in h5 for v in _CFD_VARS):
-            self.layout = "tensor"
-            self._variables = ["tensor"] if "tensor" in h5 else [v for v in _CFD_VARS if v in h5]
-            self._space = [a for a in _SPACE_AXES if f"{a}-coordinate" in h5]
-            for key in [*self._variables, "x-coordinate", "t-coordinate"]:
-                if key not in h5 or not isinstance(h5[key], h5py.Dataset):
-                    raise DataFormatError(
-                        f"{self.path}: key '{key}' is missing; found keys {_short(keys)}; {_EXPECTED}"
-                    )
-            first = h5[self._variables[0]]
-            want = 2 + len(self._space)
-            for var in self._variables:
-                shape = h5[var].shape
-                if len(shape) != want or shape != first.shape:
-                    axes = ", ".join(["N", "Nt", *(f"N{a}" for a in self._space)])
-                    raise DataFormatError(
-                        f"{self.path}: key '{var}' has shape {shape}; expected ({axes})"
-                        + (f" like '{self._variables[0]}' {first.shape}" if var != self._variables[0] else "")
-                    )
-            self._n = int(first.shape[0])
-            self._keys: list[str] = []
+            self._detect_tensor(h5, keys)
             return
-        groups = [k for k in keys if k.isdigit() and isinstance(h5[k], h5py.Group)]
+        groups = subgroups(h5, [k for k in keys if k.isdigit()])
         if not groups:
             raise DataFormatError(f"{self.path}: found keys {_short(keys)}; {_EXPECTED}")
         self.layout = "groups"
         self._keys = sorted(groups, key=int)
         self._n = len(self._keys)
-        first = h5[self._keys[0]]
-        if "data" not in first:
+        first = self._keys[0]
+        if node(h5, f"{first}/data") is None:
             raise DataFormatError(
-                f"{self.path}: group '{self._keys[0]}' has keys {_short(list(first.keys()))}; "
+                f"{self.path}: group '{first}' has keys {_short(list(h5[first].keys()))}; "
                 "expected 'data' and 'grid' (with 'grid/x', 'grid/t')"
             )
+        dataset(h5, f"{first}/data", expected="real values of shape (Nt, Nx, 1)")
+
+    def _detect_tensor(self, h5: h5py.File, keys: list[str]) -> None:
+        self.layout = "tensor"
+        self._variables = ["tensor"] if "tensor" in h5 else [v for v in _CFD_VARS if v in h5]
+        self._space = [a for a in _SPACE_AXES if f"{a}-coordinate" in h5]
+        for key in ("x-coordinate", "t-coordinate"):
+            if key not in h5:
+                raise DataFormatError(f"{self.path}: key '{key}' is missing; found keys {_short(keys)}; {_EXPECTED}")
+        axes = ", ".join(["N", "Nt", *(f"N{a}" for a in self._space)])
+        want = 2 + len(self._space)
+        first = dataset(h5, self._variables[0], expected=f"real values of shape ({axes})")
+        for var in self._variables:
+            shape = dataset(h5, var, expected=f"real values of shape ({axes})").shape
+            if len(shape) != want or shape != first.shape:
+                raise DataFormatError(
+                    f"{self.path}: key '{var}' has shape {shape}; expected ({axes})"
+                    + (f" like '{self._variables[0]}' {first.shape}" if var != self._variables[0] else "")
+                )
+        self._n = int(first.shape[0])
+        self._keys: list[str] = []
 
     @property
     def _file(self) -> h5py.File:
@@ -157,9 +155,6 @@ class PDEBenchFile:
                 f"{self.path}: sample {index} ({where}) contains {int(bad.sum())} NaN/inf values "
                 f"out of {values.size}; the sample cannot be used"
             )
-        for name, c in coords.items():
-            if c.dtype.kind == "f" and not np.all(np.isfinite(c)):
-                raise DataFormatError(f"{self.path}: coordinate '{name}' of sample {index} contains NaN/inf")
         attrs: dict[str, Any] = {"file": str(self.path), "sample": index, "layout": self.layout}
         if self.layout == "groups":
             attrs["group"] = self._keys[index]
@@ -183,7 +178,7 @@ class PDEBenchFile:
 
     def _read_tensor(self, index: int):
         h5 = self._file
-        arrays = [np.asarray(h5[v][index]) for v in self._variables]  # (Nt, Nx[, Ny]) each
+        arrays = [read(dataset(h5, v), index) for v in self._variables]  # (Nt, Nx[, Ny]) each
         nt = arrays[0].shape[0]
         coords: dict[str, np.ndarray] = {"t": self._coordinate("t-coordinate", nt, time=True)}
         for axis, n in zip(self._space, arrays[0].shape[1:]):
@@ -199,27 +194,26 @@ class PDEBenchFile:
 
     def _coordinate(self, key: str, n: int, *, time: bool = False) -> np.ndarray:
         """Read a 1-D coordinate of a tensor-layout file; trim a t-coordinate one entry too long."""
-        c = np.asarray(self._file[key][...], dtype=np.float64).reshape(-1)
+        hint = f" or {n + 1}" if time else ""
+        ds = dataset(self._file, key, ndim=1, expected=f"a 1-D coordinate array of length {n}{hint}")
+        c = check_axis(read(ds), f"{self.path}: key '{key}'")
         if time and len(c) == n + 1:
             c = c[:n]  # PDEBench saves arange(nt + 1) * dt; its loaders use t[:nt]
         if len(c) != n:
-            hint = f" or {n + 1}" if time else ""
             raise DataFormatError(f"{self.path}: key '{key}' has length {len(c)}; expected {n}{hint} to match the data")
         return c
 
     def _read_group(self, index: int):
         key = self._keys[index]
-        g = self._file[key]
-        for sub in ("data", "grid", "grid/t", "grid/x"):
-            if sub not in g:
+        h5 = self._file
+        for sub in ("data", "grid/t", "grid/x"):
+            if node(h5, f"{key}/{sub}") is None:
                 raise DataFormatError(
                     f"{self.path}: group '{key}' has no key '{sub}'; expected 'data' and 'grid/x', 'grid/t'"
                 )
-        space = [a for a in _SPACE_AXES if f"grid/{a}" in g]
-        coords = {"t": np.asarray(g["grid/t"][...], dtype=np.float64).reshape(-1)}
-        for a in space:
-            coords[a] = np.asarray(g[f"grid/{a}"][...], dtype=np.float64).reshape(-1)
-        data = g["data"]
+        space = [a for a in _SPACE_AXES if node(h5, f"{key}/grid/{a}") is not None]
+        coords = {a: self._grid(key, a) for a in ["t", *space]}
+        data = dataset(h5, f"{key}/data", expected="real values of shape (Nt, Nx, 1)")
         grid_shape = tuple(len(coords[a]) for a in ["t", *space])
         if data.ndim != len(grid_shape) + 1 or tuple(data.shape[:-1]) != grid_shape:
             axes = ", ".join(["Nt", *(f"N{a}" for a in space), "1"])
@@ -227,7 +221,7 @@ class PDEBenchFile:
                 f"{self.path}: key 'data' in group '{key}' has shape {tuple(data.shape)}; expected "
                 f"({axes}) = {(*grid_shape, 1)} from 'grid/t' and 'grid/{'/'.join(space)}'"
             )
-        values = np.asarray(data[...])
+        values = read(data)
         dims = ["t", *space]
         if values.shape[-1] == 1:
             values = values[..., 0]
@@ -235,6 +229,12 @@ class PDEBenchFile:
             dims.append("var")
             coords["var"] = np.arange(values.shape[-1])
         return values, coords, tuple(dims), f"key 'data' in group '{key}'"
+
+    def _grid(self, key: str, axis: str) -> np.ndarray:
+        """The coordinate ``grid/<axis>`` of sample group ``key``: 1-D, finite, strictly monotonic."""
+        name = f"{key}/grid/{axis}"
+        ds = dataset(self._file, name, ndim=1, expected=f"a 1-D coordinate array (N{axis},)")
+        return check_axis(read(ds), f"{self.path}: key '{name}'")
 
     def info(self) -> dict[str, Any]:
         """Summary of the file without reading sample values.
@@ -247,7 +247,7 @@ class PDEBenchFile:
         h5 = self._file
         shapes: dict[str, list[int]] = {}
         dtypes: dict[str, str] = {}
-        attrs = {k: _plain(v) for k, v in h5.attrs.items()}
+        attrs = _attrs(h5)
 
         def visit(name: str, obj) -> None:
             if isinstance(obj, h5py.Dataset):
@@ -259,7 +259,7 @@ class PDEBenchFile:
         else:
             first = self._keys[0]
             h5[first].visititems(lambda n, o: visit(f"{first}/{n}", o))
-            attrs.update({f"{first}/{k}": _plain(v) for k, v in h5[first].attrs.items()})
+            attrs.update({f"{first}/{k}": v for k, v in _attrs(h5[first]).items()})
         out: dict[str, Any] = {
             "file": str(self.path),
             "layout": self.layout,
@@ -295,14 +295,3 @@ def _short(keys: list[str], n: int = 8) -> str:
     shown = ", ".join(repr(k) for k in keys[:n])
     more = f", ... ({len(keys)} in all)" if len(keys) > n else ""
     return f"[{shown}{more}]"
-
-
-def _plain(value: Any) -> Any:
-    """HDF5 attribute -> JSON-friendly Python value."""
-    if isinstance(value, bytes):
-        return value.decode("utf-8", "replace")
-    if isinstance(value, np.ndarray):
-        return [_plain(v) for v in value.tolist()] if value.dtype.kind in "OSU" else value.tolist()
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
