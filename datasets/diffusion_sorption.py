@@ -11,7 +11,8 @@ Examples::
     python datasets/diffusion_sorption.py --out diff_sorp.h5 --samples 10000            # accurate
     python datasets/diffusion_sorption.py --out 1D_diff-sorp_repro.h5 --mode pdebench    # PDEBench
 
-Re-running the same command after an interruption resumes: finished samples are kept.
+Re-running the same command after an interruption (Ctrl-C, a kill, a full disk) resumes: finished
+samples are kept, half-written ones redone, and the completed file equals an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -55,8 +56,8 @@ def main(argv: list[str] | None = None) -> int:
         path = generate(args.out, n_samples=args.samples, nx=args.nx, nt=args.nt, mode=args.mode,
                         workers=args.workers, first_seed=args.first_seed, progress=progress,
                         overwrite=args.overwrite)
-    except SciPruneError as exc:
-        print(f"\nerror: {exc}", file=sys.stderr)
+    except (SciPruneError, OSError) as exc:  # one line: the file and what is wrong, no traceback
+        print(f"\nerror: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
     if not args.quiet:
         print(file=sys.stderr)

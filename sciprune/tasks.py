@@ -40,18 +40,42 @@ class LoadedTask:
 
 
 def ensure_data(spec: DataSpec, *, progress: Callable[[int, int], None] | None = None) -> bool:
-    """Generate the diffusion-sorption file of ``spec`` if it is missing; True if it was generated."""
-    if spec.kind != "pdebench" or Path(spec.file).exists():
-        return False
-    if spec.generate is None:
-        raise SciPruneError(f"{spec.file}: no such file (add a [data.generate] section to make it)")
-    from .data.diffsorp import generate
+    """Make sure the diffusion-sorption file of ``spec`` holds every sample ``[data.generate]`` asks
+    for; True if any sample was written.
 
+    With ``[data.generate]`` the generator is always called, so a file left incomplete by an
+    interruption (0 bytes, no samples, a half-written sample, samples missing) is completed, never
+    trusted: it resumes exactly as ``sciprune generate diffusion-sorption`` does
+    (:func:`sciprune.data.diffsorp.generate`), and a file that already holds every sample is only
+    read. Without ``[data.generate]`` an existing file is used as it is (the reader validates it)
+    and a missing one is an error.
+    """
+    if spec.kind != "pdebench":
+        return False
     g = spec.generate
+    if g is None:
+        if not Path(spec.file).exists():
+            raise SciPruneError(f"{spec.file}: no such file (add a [data.generate] section to make it)")
+        return False
+    from .data.diffsorp import ForeignFileError, generate
+
     if spec.sample >= g.samples:
         raise SciPruneError(f"data.sample = {spec.sample} but data.generate.samples = {g.samples}")
-    generate(spec.file, n_samples=g.samples, nx=g.nx, nt=g.nt, mode=g.mode, workers=g.workers, progress=progress)
-    return True
+    written = 0
+
+    def count(done: int, total: int) -> None:
+        nonlocal written
+        written += 1
+        if progress is not None:
+            progress(done, total)
+
+    try:
+        generate(spec.file, n_samples=g.samples, nx=g.nx, nt=g.nt, mode=g.mode, workers=g.workers,
+                 progress=count)
+    except ForeignFileError as err:
+        raise SciPruneError(f"data.file = {spec.file!r} with [data.generate]: {err}; to use this file "
+                            "as it is, remove the [data.generate] section") from None
+    return written > 0
 
 
 def build_task(

@@ -19,13 +19,15 @@ from scipy.integrate import cumulative_simpson, solve_ivp
 from sciprune.data.diffsorp import (
     DiffSorpParams,
     cell_centres,
+    ForeignFileError,
     generate,
     initial_value,
+    pdebench_config,
     retardation,
     solve_batch,
     solve_sample,
 )
-from sciprune.errors import DataFormatError, SciPruneError
+from sciprune.errors import SciPruneError
 
 P = DiffSorpParams()
 T = np.linspace(0.0, 500.0, 101)
@@ -228,8 +230,8 @@ def test_resume_skips_finished_and_redoes_partial_samples(tmp_path):
         assert sorted(f.keys()) == ["0000", "0001", "0002", "0003"]
         assert f["0000"].attrs["marker"] == 7
         np.testing.assert_array_equal(f["0000/data"][()], before)
-        for name in f:
-            np.testing.assert_allclose(f[name]["data"][()], g[name]["data"][()], atol=1e-7)
+        for name in f:  # bit for bit: a sample does not depend on its chunk's other members
+            assert f[name]["data"][()].tobytes() == g[name]["data"][()].tobytes()
     calls.clear()
     generate(path, n_samples=4, progress=lambda d, n: calls.append((d, n)), **kw)
     assert calls == []
@@ -252,8 +254,10 @@ def test_resume_refuses_other_parameters_and_foreign_files(tmp_path):
         generate(foreign, n_samples=1, nx=16, nt=11, workers=1)
     junk = tmp_path / "junk.h5"
     junk.write_text("not hdf5")
-    with pytest.raises(DataFormatError):
+    with pytest.raises(ForeignFileError, match="not an HDF5 file"):
         generate(junk, n_samples=1, nx=16, nt=11, workers=1)
+    assert junk.read_text() == "not hdf5"  # never touched
+    assert not (tmp_path / "junk.h5.lock").exists()  # refused before the lock is taken
 
 
 @pytest.mark.parametrize("mode", ["accurate", "pdebench"])
@@ -274,7 +278,9 @@ def test_parallel_output_equals_serial(tmp_path, mode):
     (dict(nx=16.0), "nx must be an integer >= 3"),
     (dict(nt=1), "nt must be an integer >= 2, got 1"),
     (dict(mode="fast"), "mode must be one of accurate, pdebench"),
-    (dict(workers=0), "workers must be an integer >= 1"),
+    (dict(workers=0), r"workers must be an integer in \[1, 4096\], got 0"),
+    (dict(workers=4097), r"workers must be an integer in \[1, 4096\], got 4097"),
+    (dict(first_seed=2**32 - 1, n_samples=2), r"must be < 2\*\*32"),
     (dict(first_seed=-1), "first_seed must be an integer >= 0"),
     (dict(mode="pdebench", solver="radau"), "solver must be one of rk45"),
 ])
@@ -311,3 +317,161 @@ def test_dataset_script_writes_and_reports_errors(tmp_path, capsys):
         assert sorted(f.keys()) == ["0000", "0001"]
     assert module.main(common + ["--samples", "2", "--nx", "16"]) == 2
     assert "nx" in capsys.readouterr().err
+
+
+def test_resume_upgrades_format_1_files_and_leaves_complete_ones_alone(tmp_path):
+    """Files of format 1 (no ``config``) are used as they are when complete, and get PDEBench's
+    ``config`` on every group (and format 2) when a run writes into them anyway."""
+    path = tmp_path / "v1.h5"
+    kw = dict(nx=16, nt=11, workers=1)
+    generate(path, n_samples=2, **kw)
+    with h5py.File(path, "a") as f:
+        f.attrs["format_version"] = 1
+        for name in f:
+            del f[name].attrs["config"]
+    before = path.read_bytes()
+    generate(path, n_samples=2, **kw)
+    assert path.read_bytes() == before
+    generate(path, n_samples=3, **kw)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["format_version"] == 2
+        assert [f[n].attrs["config"] for n in sorted(f)] == [
+            pdebench_config(i, nx=16, nt=11) for i in range(3)]
+
+
+def test_resume_keeps_members_it_did_not_write(tmp_path):
+    """Only leftovers of an interrupted run are deleted; a user's own addition to the file stays,
+    and does not make a complete file look unfinished."""
+    path = tmp_path / "ds.h5"
+    kw = dict(nx=16, nt=11, workers=1)
+    generate(path, n_samples=1, **kw)
+    with h5py.File(path, "a") as f:
+        f["notes"] = np.arange(3)
+    before = path.read_bytes()
+    generate(path, n_samples=1, **kw)
+    assert path.read_bytes() == before
+    generate(path, n_samples=2, **kw)
+    with h5py.File(path, "r") as f:
+        assert sorted(f) == ["0000", "0001", "notes"]
+
+
+def test_mismatched_file_without_samples_is_replaced(tmp_path):
+    """A file of ours whose parameters differ but that holds no complete sample has nothing to
+    lose (e.g. a run killed right after creating it, then restarted with another nx)."""
+    path = tmp_path / "ds.h5"
+    generate(path, n_samples=1, nx=16, nt=11, workers=1)
+    with h5py.File(path, "a") as f:
+        del f["0000"]
+    generate(path, n_samples=1, nx=24, nt=11, workers=1)
+    with h5py.File(path, "r") as f:
+        assert f.attrs["nx"] == 24 and f["0000/data"].shape == (11, 24, 1)
+
+
+# ---------------------------------------------------------------------------------------------
+# PDEBench's loaders on our files (issue 9, item 14)
+#
+# PDEBench (github.com/pdebench/PDEBench, HEAD 9754b4c) writes each sample group with
+# pdebench/data_gen/gen_diff_sorp.py::simulator: datasets "NNNN/data", "NNNN/grid/x", "NNNN/grid/t"
+# and seed_group.attrs["config"] = OmegaConf.to_yaml(config) of configs/diff-sorp.yaml with
+# sim.seed = i. The tests below repeat, step by step, what its loaders do with a file (their code is
+# under a non-commercial licence, so it is restated here, not copied).
+
+#: The ``sim`` block of PDEBench's configs/diff-sorp.yaml (5E-4 and 3.5E-4 as OmegaConf reads them).
+PDEBENCH_SIM = {"D": 5e-4, "por": 0.29, "rho_s": 2880, "k_f": 3.5e-4, "n_f": 0.874, "sol": 1.0, "t": 500,
+                "tdim": 501, "x_left": 0.0, "x_right": 1.0, "xdim": 1024, "n": 1, "seed": "???"}
+
+
+@pytest.fixture(scope="module")
+def pdebench_file(tmp_path_factory):
+    path = tmp_path_factory.mktemp("pdebench") / "1D_diff-sorp_sciprune.h5"
+    return generate(path, n_samples=10, nx=16, nt=11, workers=1)
+
+
+def test_config_attribute_has_pdebench_keys_and_yaml_form(pdebench_file):
+    yaml = pytest.importorskip("yaml")
+    with h5py.File(pdebench_file, "r") as f:
+        for name in sorted(f):
+            text = f[name].attrs["config"]
+            assert isinstance(text, str)
+            config = yaml.load(text, Loader=yaml.SafeLoader)
+            assert list(config) == ["name", "sim", "plot"]
+            assert config["name"] == "1d_diff-sorp"
+            assert list(config["sim"]) == list(PDEBENCH_SIM)  # same keys, same order
+            expect = PDEBENCH_SIM | {"tdim": 11, "xdim": 16, "seed": int(name)}  # this file's grid
+            assert config["sim"] == expect
+            assert {k: type(v) for k, v in config["sim"].items()} == {k: type(v) for k, v in expect.items()}
+            assert config["plot"] == {"t_idx": 1.0, "dim": 1, "channel_idx": 0}
+            # The text is what PyYAML's block-style dumper (used by OmegaConf.to_yaml) writes.
+            assert text == yaml.safe_dump(config, sort_keys=False, default_flow_style=False)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.one_of(st.floats(allow_nan=False), st.integers(-2**63, 2**63)))
+def test_yaml_numbers_read_back_exactly(value):
+    yaml = pytest.importorskip("yaml")
+    from sciprune.data.diffsorp import _yaml_number
+
+    back = yaml.safe_load(f"v: {_yaml_number(value)}")["v"]
+    assert back == value and type(back) is type(value)
+
+
+def test_pdebench_pinn_loader_steps(pdebench_file):
+    """pdebench/models/pinn/utils.py: PINNDataset1D.__init__, PINNDatasetDiffSorption
+    (.__init__, .get_initial_condition), generate_plot_input, get_name; and
+    pdebench/models/pinn/train.py::_run_training, which reads config["plot"]["dim"] and
+    config["sim"]["xdim"]. This is where PDEBench failed with KeyError: 'config' before."""
+    yaml = pytest.importorskip("yaml")
+    torch = pytest.importorskip("torch")
+    seed = "0003"
+    with h5py.File(pdebench_file, "r") as h5_file:
+        seed_group = h5_file[seed]
+        config = yaml.load(seed_group.attrs["config"], Loader=yaml.SafeLoader)
+        grid_x = torch.tensor(seed_group["grid"]["x"], dtype=torch.float)
+        grid_t = torch.tensor(seed_group["grid"]["t"], dtype=torch.float)
+        xx, tt = torch.meshgrid([grid_x, grid_t], indexing="ij")
+        data_input = torch.vstack([xx.ravel(), tt.ravel()]).T
+        data_output = torch.tensor(np.array(seed_group["data"]), dtype=torch.float)
+        data_output = data_output.permute([1, 0, -1])  # [t, x, c] -> [x, t, c]
+        raw = np.array(seed_group["data"])
+    assert data_input.shape == (16 * 11, 2) and data_output.shape == (16, 11, 1)
+    flat = data_output.ravel()  # PINNDatasetDiffSorption ravels the output
+    # row k of the input is (x_i, t_j) with k = i * nt + j, and the output there is u(t_j, x_i)
+    for i, j in [(0, 0), (5, 3), (15, 10)]:
+        k = i * 11 + j
+        assert data_input[k].tolist() == [float(grid_x[i]), float(grid_t[j])]
+        assert float(flat[k]) == float(raw[j, i, 0])
+    # get_initial_condition: Nx from config["sim"]["xdim"], an RNG seeded with config["sim"]["seed"]
+    n_x = config["sim"]["xdim"]
+    rng = np.random.default_rng(config["sim"]["seed"])
+    u0 = np.ones(n_x) * rng.uniform(0, 0.2)
+    assert data_input[:n_x, :].shape == (16, 2) and u0.shape == (16,)
+    # generate_plot_input and get_name; train.py's plot settings
+    x_space = np.linspace(config["sim"]["x_left"], config["sim"]["x_right"], config["sim"]["xdim"])
+    assert x_space.shape == (16,) and config["name"] == "1d_diff-sorp"
+    assert config["plot"]["dim"] == 1 and config["sim"]["xdim"] == len(grid_x)
+
+
+@pytest.mark.parametrize("if_test", [False, True])
+def test_pdebench_fno_and_unet_loader_steps(pdebench_file, if_test):
+    """pdebench/models/fno/utils.py::FNODatasetMult and unet/utils.py::UNetDatasetMult: sorted root
+    keys, the last 10% as the test split, then per sample data as float32 permuted to
+    [x, t, v] and (FNO) grid/x as [x, 1]. Every root key must be a sample group."""
+    torch = pytest.importorskip("torch")
+    initial_step, test_ratio = 10, 0.1
+    with h5py.File(pdebench_file, "r") as h5_file:
+        data_list = sorted(h5_file.keys())
+    assert data_list == [f"{i:04d}" for i in range(10)]
+    test_idx = int(len(data_list) * (1 - test_ratio))
+    split = data_list[test_idx:] if if_test else data_list[:test_idx]
+    assert split == (["0009"] if if_test else [f"{i:04d}" for i in range(9)])
+    with h5py.File(pdebench_file, "r") as h5_file:
+        seed_group = h5_file[split[0]]
+        data = torch.tensor(np.array(seed_group["data"], dtype="f"), dtype=torch.float)
+        permute_idx = list(range(1, len(data.shape) - 1)) + [0, -1]
+        data = data.permute(permute_idx)
+        dim = len(data.shape) - 2
+        grid = torch.tensor(np.array(seed_group["grid"]["x"], dtype="f"), dtype=torch.float).unsqueeze(-1)
+    assert data.shape == (16, 11, 1) and dim == 1 and grid.shape == (16, 1)
+    assert data[..., :initial_step, :].shape == (16, 10, 1)
+    expect = solve_sample(initial_value(int(split[0])), nx=16, nt=11).astype(np.float32)
+    np.testing.assert_array_equal(data[..., 0].numpy(), expect.T)
