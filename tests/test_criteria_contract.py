@@ -7,6 +7,7 @@ a seed, float64 support, and the same result for every accepted form of the data
 
 from __future__ import annotations
 
+import copy
 import math
 
 import numpy as np
@@ -17,6 +18,8 @@ import sciprune
 from sciprune import criteria
 from sciprune.errors import SciPruneError
 from sciprune.masks import get_masks, prunable_names, set_masks
+
+from helpers import assert_close
 
 
 
@@ -170,18 +173,80 @@ def test_prune_with_every_method_reaches_the_ratio(method):
     assert sciprune.sparsity(model)["weights"]["zeros"] >= rep.pruned
 
 
-@pytest.mark.parametrize("method", METHODS)
+#: The criteria that compensate their removals with bias shifts (docs/api.md, ``compensate=None``).
+COMPENSATING = ["ec", "ec-exact"]
+SHIFTED_NAMES = ["linear0.weight", "linear2.weight"]  # a hidden layer (G_i varies) and the output layer
+
+
+def _reference_shifts(model: torch.nn.Module, X: torch.Tensor, name: str) -> np.ndarray:
+    """Brute force, float64: for each weight W_ij of layer ``name``, the bias shift db that minimises
+    the linearised output change sum_{n,k} (dy_k/dz_i(x_n) (db - W_ij a_j(x_n)))^2, solved as a
+    least-squares problem over all (sample, output) pairs by ``numpy.linalg.lstsq``. For the output
+    layer (dy/dz = I) this is the exact optimum of the true output change, W_ij mean_n a_j(x_n)."""
+    model = copy.deepcopy(model).to(torch.float64)
+    X = X.to(torch.float64)
+    layers = list(model)
+    idx = [i for i, m in enumerate(layers) if m is model.get_submodule(name.rsplit(".", 1)[0])][0]
+    before, after = torch.nn.Sequential(*layers[:idx]), torch.nn.Sequential(*layers[idx + 1:])
+    with torch.no_grad():
+        a = before(X).numpy()                                            # (N, in)
+        z = layers[idx](before(X))
+    J = np.stack([torch.autograd.functional.jacobian(after, z[n]).numpy() for n in range(len(X))])  # (N, K, out)
+    W = layers[idx].weight.detach().numpy()
+    ref = np.zeros_like(W)
+    for i in range(W.shape[0]):
+        col = J[:, :, i].reshape(-1, 1)
+        for j in range(W.shape[1]):
+            rhs = (J[:, :, i] * (W[i, j] * a[:, j])[:, None]).reshape(-1)
+            ref[i, j] = np.linalg.lstsq(col, rhs, rcond=None)[0][0]
+    return ref
+
+
+def test_compensating_criteria_are_registered():
+    assert set(COMPENSATING) <= set(METHODS)
+
+
+@pytest.mark.parametrize("method", COMPENSATING)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
-def test_bias_shifts_are_keyed_and_shaped_like_the_scores(method, dtype):
-    """Compensating criteria (``ec``, ``ec-exact``) return one shift per scored weight."""
+def test_bias_shifts_equal_the_least_squares_optimum(method, dtype):
+    """Compensating criteria return one shift per scored weight: the optimal shift of its row's bias."""
     model = _model(dtype)
-    res = sciprune.pruning.score_result(model, method, _tensors(dtype), seed=2, names=["linear0.weight", "linear2.weight"])
-    if res.bias_shifts is None:
-        return
-    assert set(res.bias_shifts) == set(res.scores)
+    X, Y = _tensors(dtype)
+    res = sciprune.pruning.score_result(model, method, (X, Y), seed=2, names=SHIFTED_NAMES)
+    assert res.bias_shifts is not None and set(res.bias_shifts) == set(res.scores) == set(SHIFTED_NAMES)
     for n, t in res.bias_shifts.items():
         assert t.shape == res.scores[n].shape and t.is_floating_point() and not t.requires_grad, n
-        assert bool(torch.isfinite(t).all()), n
+        ref = _reference_shifts(model, X, n)
+        assert np.abs(ref).max() > 1e-3, n                              # a reference that can tell
+        assert_close(t, ref, rtol=1e-9 if dtype == torch.float64 else 1e-5, what=f"{method} {n}")
+    # the output layer's shift is W_ij times the mean of its input activation
+    with torch.no_grad():
+        a = torch.nn.Sequential(*list(model)[:-1])(X).to(torch.float64)
+    W = model.linear2.weight.detach().to(torch.float64)
+    assert_close(res.bias_shifts["linear2.weight"], W * a.mean(0), rtol=1e-9 if dtype == torch.float64 else 1e-5,
+                 what=f"{method} output layer")
+
+
+@pytest.mark.parametrize("method", [m for m in METHODS if m not in COMPENSATING])
+def test_criteria_without_compensation_return_no_shifts(method):
+    """The other criteria rank only: no shifts, so ``prune(compensate=None)`` leaves the biases alone."""
+    res = sciprune.pruning.score_result(_model(), method, _tensors(torch.float32), seed=2, names=SHIFTED_NAMES)
+    assert res.bias_shifts is None or res.bias_shifts == {}, f"{method} returned bias shifts"
+    assert sciprune.plan(_model(), method, _tensors(torch.float32), seed=2).shifts is None
+
+
+@pytest.mark.parametrize("method", COMPENSATING)
+def test_prune_adds_the_shifts_of_the_removed_weights_to_their_row_bias(method):
+    model = _model(torch.float64)
+    data = _tensors(torch.float64)
+    p = sciprune.plan(model, method, data, seed=1)
+    biases = {n: p_.detach().clone() for n, p_ in model.named_parameters() if n.endswith("bias")}
+    sciprune.apply_plan(model, p, 0.5)
+    for n, keep in get_masks(model).items():
+        bias = n.rsplit(".", 1)[0] + ".bias"
+        expect = biases[bias] + (p.shifts[n] * (~keep).to(torch.float64)).sum(dim=1)
+        assert_close(dict(model.named_parameters())[bias], expect, rtol=1e-12, what=bias)
+        assert (~keep).any(dim=1).any(), f"{n}: no row lost a weight"
 
 
 @pytest.mark.parametrize("method", METHODS)

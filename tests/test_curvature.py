@@ -413,3 +413,49 @@ def test_kfac_spectral_radius_of_a_singular_float32_factor():
     assert value == pytest.approx(4.0) and layer == "linear1"
     assert vec.dtype == torch.float32 and vec.shape == (100, 301)
     assert float(vec[3, -1].abs()) == pytest.approx(1.0)
+
+
+# --- hessian_summary: the K-FAC fields against factors built by hand -----------------------------
+
+@pytest.mark.parametrize("case", [CASES[2], CASES[4]], ids=[IDS[2], IDS[4]])
+def test_hessian_summary_kfac_fields_match_hand_built_factors(case):
+    """kfac_lambda_A/G = top eigenvalues of A = E[abar abar^T] and G = E[J_z^T H_n J_z] from a loop over
+    samples (float64), kfac_radius their product per layer, the attributes the largest layer's."""
+    from sciprune.diagnostics import hessian_summary
+
+    model, X, Y, loss = _problem(case, n=12)
+    ref = {c: (A.detach(), G.detach()) for c, (A, G) in _kfac_reference(model, X, Y, loss).items()}
+    lam_a = np.array([float(torch.linalg.eigvalsh(A)[-1]) for A, _ in ref.values()])
+    lam_g = np.array([float(torch.linalg.eigvalsh(G)[-1]) for _, G in ref.values()])
+    ds = hessian_summary(model, (X, Y), loss=loss, k=2, tol=1e-12, batch_size=5)
+    assert list(ds["layer"].values) == list(ref)
+    np.testing.assert_allclose(ds["kfac_lambda_A"].values, lam_a, rtol=1e-10)
+    np.testing.assert_allclose(ds["kfac_lambda_G"].values, lam_g, rtol=1e-10)
+    np.testing.assert_allclose(ds["kfac_radius"].values, lam_a * lam_g, rtol=1e-10)
+    top = int(np.argmax(lam_a * lam_g))
+    assert ds.attrs["kfac_layer"] == list(ref)[top]
+    assert ds.attrs["kfac_spectral_radius"] == pytest.approx(lam_a[top] * lam_g[top], rel=1e-10)
+    H = dense_hessian(model, X, Y, loss)
+    np.testing.assert_allclose(ds["eigenvalue"].values, torch.linalg.eigvalsh(H).flip(0)[:2].numpy(), rtol=1e-6)
+    assert ds.attrs["dim"] == H.shape[0]
+
+
+@pytest.mark.parametrize("n", [1, 25])
+def test_hessian_summary_kfac_radius_is_the_exact_top_eigenvalue_of_a_linear_layer(n):
+    """One Linear layer with MSE: the loss is quadratic and K-FAC is exact (G = (2/C) I), so the radius
+    equals the top eigenvalue of the dense Hessian, which Lanczos reports as ``eigenvalue[0]``."""
+    from sciprune.diagnostics import hessian_summary
+
+    g = torch.Generator().manual_seed(n)
+    model = nn.Sequential(OrderedDict(linear0=nn.Linear(4, 3))).to(F64)
+    X = 2.0 * torch.randn(n, 4, generator=g, dtype=F64) + 0.5
+    Y = torch.randn(n, 3, generator=g, dtype=F64)
+    top = float(torch.linalg.eigvalsh(dense_hessian(model, X, Y, "mse"))[-1])
+    abar = torch.cat([X, torch.ones(n, 1, dtype=F64)], dim=1)
+    lam_a = float(torch.linalg.eigvalsh(abar.T @ abar / n)[-1])
+    ds = hessian_summary(model, (X, Y), loss="mse", k=1, tol=1e-12)
+    assert ds["kfac_lambda_G"].values == pytest.approx([2.0 / 3.0], rel=1e-12)
+    assert ds["kfac_lambda_A"].values == pytest.approx([lam_a], rel=1e-10)
+    assert ds["kfac_radius"].values == pytest.approx([top], rel=1e-10)
+    assert ds.attrs["kfac_spectral_radius"] == pytest.approx(top, rel=1e-10) and ds.attrs["kfac_layer"] == "linear0"
+    assert float(ds["eigenvalue"][0]) == pytest.approx(top, rel=1e-8)

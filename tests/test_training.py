@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 
 import pytest
 import torch
 from torch import nn
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import sciprune
 from sciprune.errors import SciPruneError
 from sciprune.models import ACTIVATIONS, Sine, linear_chain
+import sciprune.training
 from sciprune.training import TrainConfig, evaluate_loss, fit
 
 
@@ -141,18 +144,83 @@ def test_progress_callback():
     assert [c[0] for c in calls] == [1, 2, 3] and all(c[1] == 3 for c in calls)
 
 
-@pytest.mark.parametrize("schedule", ["constant", "cosine", "step", "plateau"])
-def test_each_schedule_runs(schedule):
+@contextlib.contextmanager
+def _recorded_lrs():
+    """The learning rate of every optimiser step taken inside the block (a global step pre-hook)."""
+    lrs: list[float] = []
+    handle = register_optimizer_step_pre_hook(lambda opt, args, kwargs: lrs.append(opt.param_groups[0]["lr"]))
+    try:
+        yield lrs
+    finally:
+        handle.remove()
+
+
+def _per_epoch(lrs: list[float], steps: int) -> list[float]:
+    """One rate per epoch from ``steps`` recorded steps per epoch (all steps of an epoch share it)."""
+    epochs = [lrs[i : i + steps] for i in range(0, len(lrs), steps)]
+    assert all(len(set(e)) == 1 for e in epochs), "the rate changed inside an epoch"
+    return [e[0] for e in epochs]
+
+
+LR, EPOCHS, STEP_SIZE, GAMMA = 1e-2, 12, 5, 0.3
+CLOSED_FORM = {  # the rate used in epoch e = 1..EPOCHS (TrainConfig's docstring)
+    "constant": lambda e: LR,
+    "cosine": lambda e: LR * (1 + math.cos(math.pi * (e - 1) / EPOCHS)) / 2,   # to 0 over the run
+    "step": lambda e: LR * GAMMA ** ((e - 1) // STEP_SIZE),                    # x gamma every step_size epochs
+}
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+@pytest.mark.parametrize("schedule", sorted(CLOSED_FORM))
+def test_schedule_rates_follow_the_closed_form(schedule, optimizer):
     X, Y = _regression()
-    Xv, Yv = _regression(seed=1)
-    cfg = TrainConfig(lr=1e-2, epochs=30, schedule=schedule, step_size=3, gamma=0.1)
-    model = sciprune.MLP(2, [8], 1, seed=0)
-    hist = fit(model, (X, Y), cfg, val=(Xv, -Yv))  # val worsens: the plateau schedule must fire
-    assert len(hist.train_loss) == 30 and all(math.isfinite(v) for v in hist.train_loss)
-    ref = sciprune.MLP(2, [8], 1, seed=0)
-    fit(ref, (X, Y), TrainConfig(lr=1e-2, epochs=30), val=(Xv, -Yv))
-    same = torch.equal(model.linear0.weight, ref.linear0.weight)
-    assert same == (schedule == "constant"), "the schedule had no effect" if schedule != "constant" else ""
+    cfg = TrainConfig(optimizer=optimizer, lr=LR, epochs=EPOCHS, schedule=schedule, step_size=STEP_SIZE,
+                      gamma=GAMMA, batch_size=64)
+    with _recorded_lrs() as lrs:
+        fit(sciprune.MLP(2, [8], 1, seed=0), (X, Y), cfg)
+    got = _per_epoch(lrs, steps=2)                  # 128 points in batches of 64
+    expected = [CLOSED_FORM[schedule](e) for e in range(1, EPOCHS + 1)]
+    assert got == pytest.approx(expected, rel=1e-12, abs=0)
+
+
+def _scripted_validation(monkeypatch, values: list[float]) -> None:
+    """Make fit see ``values`` as its validation losses, one per epoch."""
+    it = iter(values)
+    monkeypatch.setattr(sciprune.training, "evaluate_loss", lambda *a, **k: next(it))
+
+
+def _plateau_run(monkeypatch, values: list[float], step_size: int) -> list[float]:
+    _scripted_validation(monkeypatch, values)
+    X, Y = _regression(32)
+    cfg = TrainConfig(lr=LR, epochs=len(values), schedule="plateau", step_size=step_size, gamma=GAMMA)
+    with _recorded_lrs() as lrs:
+        fit(sciprune.MLP(2, [4], 1, seed=0), (X, Y), cfg, val=_regression(8, seed=1))
+    return _per_epoch(lrs, steps=1)
+
+
+def _plateau_reference(values: list[float], step_size: int) -> list[float]:
+    """TrainConfig: x gamma after ``step_size`` epochs without validation improvement (the count
+    restarts at each improvement and after each reduction, as early stopping's ``patience`` counts)."""
+    lr, best, bad, out = LR, math.inf, 0, []
+    for v in values:
+        out.append(lr)                              # the rate of this epoch, used before its evaluation
+        best, bad = (v, 0) if v < best else (best, bad + 1)
+        if bad == step_size:
+            lr, bad = lr * GAMMA, 0
+    return out
+
+
+def test_plateau_keeps_the_rate_while_validation_improves(monkeypatch):
+    values = [1.0 / e for e in range(1, 11)]
+    assert _plateau_run(monkeypatch, values, step_size=1) == [LR] * 10
+
+
+@pytest.mark.parametrize("step_size", [1, 2, 3])
+def test_plateau_rates_follow_the_documented_rule(monkeypatch, step_size):
+    values = [1.0, 0.9, 0.9, 0.95, 0.9, 0.8, 0.85, 0.85, 0.85, 0.85, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7, 0.7]
+    expected = _plateau_reference(values, step_size)
+    assert len(set(expected)) >= 3                  # the script reduces the rate at least twice
+    assert _plateau_run(monkeypatch, values, step_size) == pytest.approx(expected, rel=1e-12, abs=0)
 
 
 def test_taskdata_input():
