@@ -14,11 +14,12 @@ numbers; every file written with a name from the case stays under the output fol
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import numpy as np
 import torch
@@ -186,14 +187,22 @@ def run_case(
     device = resolve_device(case.device)
     check_case(case)  # the data file exists or can be made, before the output folder is touched
     dtype = getattr(torch, case.dtype)
+    with held_study(case, command="run", wait=wait, echo=echo) as (out, data):
+        return _run_blocks(case, case_path, out, data, device=device, dtype=dtype, echo=echo, show_progress=show_progress)
+
+
+@contextlib.contextmanager
+def held_study(case: Case, *, command: str, wait: bool, echo: Callable[[str], None]) -> Iterator[tuple[Path, Fingerprint]]:
+    """The output folder of ``case`` checked, created and held by this process (``run`` and ``sweep``),
+    with its data file made complete and fingerprinted: yields ``(output folder, data fingerprint)``."""
     out = prepare_output(case.output, is_dir=True, what="output")
-    with open_study(out, name=case.name, case_hash=case_hash(case), command="run", wait=wait, echo=echo):
+    with open_study(out, name=case.name, case_hash=case_hash(case), command=command, wait=wait, echo=echo):
         if ensure_data(case.data):
             echo(f"generated {case.data.file}")
         cache = HashCache(out / HASH_CACHE_NAME)
         data = data_fingerprint(case.data, cache=cache)
         cache.save()
-        return _run_blocks(case, case_path, out, data, device=device, dtype=dtype, echo=echo, show_progress=show_progress)
+        yield out, data
 
 
 def _run_blocks(case: Case, case_path: str | None, out: Path, data: Fingerprint, *, device, dtype, echo,

@@ -388,7 +388,7 @@ def test_case_errors_found_before_training(work, monkeypatch):
         raise AssertionError("trained or generated data before validating the case")
 
     for module, name in [(sciprune.training, "fit"), (sciprune.pipeline, "fit"), (sciprune.pipeline, "ensure_data"),
-                         (importlib.import_module("sciprune.sweep._local"), "ensure_data")]:
+                         (importlib.import_module("sciprune.sweep._work"), "fit_many")]:
         monkeypatch.setattr(module, name, forbidden)
     assert sciprune.sweep.run_sweep.__module__ == "sciprune.sweep._local"
     for key, value, needle in [("finetune.lr", math.inf, "finetune.lr"),

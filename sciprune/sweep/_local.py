@@ -18,12 +18,9 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import Case
-from ..fingerprint import Fingerprint, HashCache, check_unchanged, data_fingerprint
-from ..outputs import prepare_output
-from ..pipeline import CLASSIFICATION_METRICS, REGRESSION_METRICS, case_hash, study_attrs
+from ..fingerprint import Fingerprint, check_unchanged
+from ..pipeline import CLASSIFICATION_METRICS, REGRESSION_METRICS, held_study, study_attrs
 from ..results import write_dataset
-from ..study_lock import HASH_CACHE_NAME, open_study
-from ..tasks import ensure_data
 from ._grid import Run, build_grid, check_case
 from ._store import DamagedRecord, SweepStore
 from ._work import dense_job, prune_job, scratch_job
@@ -88,13 +85,7 @@ def run_sweep(
     """
     local = engine is None
     check_case(case, local=local)
-    out = prepare_output(case.output, is_dir=True, what="output")
-    with open_study(out, name=case.name, case_hash=case_hash(case), command="sweep", wait=wait, echo=echo):
-        if ensure_data(case.data):
-            echo(f"generated {case.data.file}")
-        cache = HashCache(out / HASH_CACHE_NAME)
-        data = data_fingerprint(case.data, cache=cache)
-        cache.save()
+    with held_study(case, command="sweep", wait=wait, echo=echo) as (out, data):
         return _sweep(case, case_path, out, data, engine or LocalEngine(), local=local, max_members=max_members,
                       echo=echo, show_progress=show_progress)
 
