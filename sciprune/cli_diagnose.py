@@ -65,7 +65,8 @@ def _load(model_path: str, device: str, max_points: int | None, seed: int, data_
     for both roles.
     """
 
-    from .cli import _note, _reload_task
+    from ._cli_models import note as _note
+    from ._cli_models import reload_task as _reload_task
     from .pipeline import resolve_device
     from .surrogate import load
 
@@ -91,7 +92,7 @@ def _load(model_path: str, device: str, max_points: int | None, seed: int, data_
 
 def _output_folder(out: str):
     """:func:`sciprune.cli._output_folder` (imported late: ``cli`` imports this module)."""
-    from .cli import _output_folder as folder
+    from ._cli_models import output_folder as folder
 
     return folder(out)
 
