@@ -161,7 +161,8 @@ def train(data_arg, sample, generate_nx, split, noise_kind, noise_level, model_k
           lr, epochs, batch_size, schedule, patience, seed, device, out) -> None:
     """Train a dense network and save it as a portable surrogate."""
     from .config import ModelSpec, NoiseSpec, TrainSpec
-    from .pipeline import evaluate, make_model, resolve_device, train_config
+    from .devices import resolve_device
+    from .pipeline import evaluate, make_model, train_config
     from .tasks import build_task, ensure_data
     from .training import fit
 
@@ -228,7 +229,8 @@ def prune_cmd(model_path, method, ratio, scope, compensate, finetune_epochs, lr,
     Metrics are those of the network as stored (its own input and output scaling)."""
     from .config import TrainSpec
     from .criteria import get
-    from .pipeline import evaluate, resolve_device, train_config
+    from .devices import resolve_device
+    from .pipeline import evaluate, train_config
     from .pruning import prune
     from .selection import check_ratio
     from .surrogate import load
@@ -269,7 +271,7 @@ def evaluate(model_path, device, rescale_data) -> None:
     The network is evaluated as a user calls it: with the input and output scaling stored in the model."""
     from .masks import sparsity
     from .pipeline import evaluate as eval_model
-    from .pipeline import resolve_device
+    from .devices import resolve_device
     from .surrogate import load
 
     dev = resolve_device(device)

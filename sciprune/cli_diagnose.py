@@ -67,7 +67,7 @@ def _load(model_path: str, device: str, max_points: int | None, seed: int, data_
 
     from ._cli_models import note as _note
     from ._cli_models import reload_task as _reload_task
-    from .pipeline import resolve_device
+    from .devices import resolve_device
     from .surrogate import load
 
     if max_points is not None and max_points < 1:
@@ -232,7 +232,7 @@ def landscape_cmd(model_a, model_b, points, grid, alpha_span, beta_span, filter_
     from .diagnostics import loss_line, loss_map
     from .diagnostics.landscape import plane_axes
     from .diagnostics.plots import plot_loss_line, plot_loss_map
-    from .pipeline import resolve_device
+    from .devices import resolve_device
     from .surrogate import load
 
     n = _pair(grid, "--grid", int)

@@ -26,7 +26,8 @@ import torch
 import xarray as xr
 
 from .config import Case, ModelSpec, TrainSpec
-from .errors import SciPruneError
+from .devices import resolve_device
+from .errors import ConfigError
 from .fingerprint import Fingerprint, HashCache, check_unchanged, data_fingerprint
 from .models import MLP, lenet_300_100
 from .outputs import child, prepare_output
@@ -36,7 +37,7 @@ from .study_lock import HASH_CACHE_NAME, open_study
 from .tasks import LoadedTask, build_task, ensure_data
 from .training import TrainConfig, fit
 
-__all__ = ["run_case", "train_config", "make_model", "evaluate", "resolve_device", "load_task", "scratch_spec",
+__all__ = ["run_case", "check_case", "held_study", "train_config", "make_model", "evaluate", "resolve_device", "load_task", "scratch_spec",
            "weight_count", "study_attrs", "REGRESSION_METRICS", "CLASSIFICATION_METRICS"]
 
 REGRESSION_METRICS = ("test_mse", "test_mse_clean", "test_rel_l2_clean", "field_nrmse", "train_mse")
@@ -44,24 +45,30 @@ CLASSIFICATION_METRICS = ("test_loss", "test_accuracy", "train_loss")
 STAGES = ("pruned", "finetuned")
 
 
-def resolve_device(name: str | torch.device) -> torch.device:
-    """The torch device of ``name``: ``cpu``, ``cuda``, ``cuda:N`` or ``mps``; the one check of a device
-    for every command and library entry. A clear error for any other string, or a device this machine lacks."""
-    text = str(name) if isinstance(name, torch.device) else name
-    kind, _, index = text.partition(":") if isinstance(text, str) else ("", "", "")
-    ok = (kind in ("cpu", "mps") and not _) or (kind == "cuda" and (not _ or (index.isascii() and index.isdigit() and len(index) <= 4)))
-    if not ok:
-        raise SciPruneError(f"device must be 'cpu', 'cuda', 'cuda:N' (N = 0, 1, ...) or 'mps', got {name!r}")
-    if kind == "cuda":
-        if not torch.cuda.is_available():
-            raise SciPruneError(f"device {text!r} requested but no CUDA device is available; use device 'cpu'")
-        count = torch.cuda.device_count()
-        if index and int(index) >= count:
-            raise SciPruneError(f"device {text!r} requested but this machine has {count} CUDA device(s): "
-                                f"use cuda:0 to cuda:{count - 1}")
-    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise SciPruneError(f"device {text!r} requested but no Apple MPS device is available; use device 'cpu'")
-    return torch.device(text)
+def check_case(case: Case, *, local: bool = True) -> None:
+    """Checks beyond the case schema, made before any run starts; a :class:`ConfigError` naming the key.
+
+    (Methods, ratios and options are already checked by :func:`sciprune.config.load_case`.) With
+    ``local=False`` (a cluster computes) the device is not checked here but on the workers.
+    """
+    d = case.data
+    if d.kind == "pdebench":
+        if not Path(d.file).exists():
+            if d.generate is None:
+                raise ConfigError(f"data.file: {d.file} does not exist and the case has no [data.generate] "
+                                  "section to make it; fix the path or add [data.generate]")
+            if d.sample >= d.generate.samples:
+                raise ConfigError(f"data.sample = {d.sample} but data.generate.samples = {d.generate.samples}; "
+                                  "the sample must be one of the generated ones")
+        elif not Path(d.file).is_file():
+            raise ConfigError(f"data.file: {d.file} is not a file")
+    elif d.source != "digits" and not Path(d.source).exists():
+        raise ConfigError(f"data.source: {d.source}: no such file or directory; give 'digits', a folder of IDX "
+                          "files or a .h5/.hdf5 file")
+    if local:
+        resolve_device(case.device)
+    if not case.models:
+        raise ConfigError("model: the case has no architecture")
 
 
 def train_config(spec: TrainSpec, seed: int) -> TrainConfig:
@@ -182,8 +189,6 @@ def run_case(
     :func:`sciprune.study_lock.open_study` (``wait``: wait for another process holding it instead of
     refusing).
     """
-    from .sweep import check_case
-
     device = resolve_device(case.device)
     check_case(case)  # the data file exists or can be made, before the output folder is touched
     dtype = getattr(torch, case.dtype)

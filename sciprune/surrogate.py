@@ -93,7 +93,7 @@ class Surrogate:
 
     def to(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None) -> "Surrogate":
         """Move (and optionally cast) the network in place; returns ``self``."""
-        from .pipeline import resolve_device
+        from .devices import resolve_device
 
         if dtype is not None and not (isinstance(dtype, torch.dtype) and dtype.is_floating_point):
             raise SciPruneError(f"dtype must be a floating torch.dtype such as torch.float64, got {dtype!r}")
@@ -264,7 +264,7 @@ def load(path: str | os.PathLike, *, device: str | torch.device = "cpu") -> Surr
     ``model.json`` is read through one schema (:mod:`sciprune._surrogate_schema`): a wrong type, a
     missing key, a NaN or infinite scaling is a :class:`~sciprune.errors.DataFormatError` naming the key.
     """
-    from .pipeline import resolve_device
+    from .devices import resolve_device
 
     path = _as_path(path, "load")
     dev = resolve_device(device)

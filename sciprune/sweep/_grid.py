@@ -16,13 +16,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Literal, Optional
 
 from ..config import Case
-from ..errors import ConfigError
 
-__all__ = ["Run", "build_grid", "run_key", "check_case", "noise_levels"]
+__all__ = ["Run", "build_grid", "run_key", "noise_levels"]
 
 Kind = Literal["dense", "prune", "scratch"]
 
@@ -102,31 +100,3 @@ def build_grid(case: Case, *, data_sha256: str) -> list[Run]:
                     for ratio in p.ratios:
                         add({"run": "scratch", **base, "ratio": float(ratio)}, "scratch", arch, level, seed, ratio=ratio)
     return runs
-
-
-def check_case(case: Case, *, local: bool = True) -> None:
-    """Checks beyond the case schema, made before any run starts; a :class:`ConfigError` naming the key.
-
-    (Methods, ratios and options are already checked by :func:`sciprune.config.load_case`.) With
-    ``local=False`` (a cluster computes) the device is not checked here but on the workers.
-    """
-    d = case.data
-    if d.kind == "pdebench":
-        if not Path(d.file).exists():
-            if d.generate is None:
-                raise ConfigError(f"data.file: {d.file} does not exist and the case has no [data.generate] "
-                                  "section to make it; fix the path or add [data.generate]")
-            if d.sample >= d.generate.samples:
-                raise ConfigError(f"data.sample = {d.sample} but data.generate.samples = {d.generate.samples}; "
-                                  "the sample must be one of the generated ones")
-        elif not Path(d.file).is_file():
-            raise ConfigError(f"data.file: {d.file} is not a file")
-    elif d.source != "digits" and not Path(d.source).exists():
-        raise ConfigError(f"data.source: {d.source}: no such file or directory; give 'digits', a folder of IDX "
-                          "files or a .h5/.hdf5 file")
-    if local:
-        from ..pipeline import resolve_device
-
-        resolve_device(case.device)
-    if not case.models:
-        raise ConfigError("model: the case has no architecture")

@@ -19,9 +19,9 @@ from typing import Any, Protocol
 
 from ..config import Case
 from ..fingerprint import Fingerprint, check_unchanged
-from ..pipeline import CLASSIFICATION_METRICS, REGRESSION_METRICS, held_study, study_attrs
+from ..pipeline import CLASSIFICATION_METRICS, REGRESSION_METRICS, check_case, held_study, study_attrs
 from ..results import write_dataset
-from ._grid import Run, build_grid, check_case
+from ._grid import Run, build_grid
 from ._store import DamagedRecord, SweepStore
 from ._work import dense_job, prune_job, scratch_job
 
