@@ -8,7 +8,7 @@ import click
 
 from .errors import SciPruneError
 
-__all__ = ["UserError", "Group"]
+__all__ = ["UserError", "Group", "PathArg"]
 
 
 class UserError(click.ClickException):
@@ -38,3 +38,15 @@ def _os_error_line(err: OSError) -> str:
     what = err.strerror or str(err) or type(err).__name__
     line = f"{where}: {what}" if where else what
     return " ".join(str(line).split())
+
+
+class PathArg(click.Path):
+    """``click.Path`` that refuses a NUL byte as one usage error (exit 2); click's own check raises a
+    ValueError from ``os.stat`` instead. (A real shell cannot pass NUL, but a program calling the
+    command in-process can.)"""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and "\x00" in value:
+            self.fail(f"{value!r} contains a NUL byte; a path cannot", param, ctx)
+        return super().convert(value, param, ctx)
+

@@ -12,7 +12,7 @@ from pathlib import Path
 import click
 
 from ._cli_base import Group as _Group
-from ._cli_base import UserError
+from ._cli_base import PathArg, UserError
 from ._cli_models import (data_hash, note, output_folder, prepare_model_out, reload_task, save_model, spec_of,
                           validated)
 
@@ -91,7 +91,7 @@ def data() -> None:
 
 
 @data.command("info")
-@click.argument("path", type=click.Path())
+@click.argument("path", type=PathArg())
 def data_info(path) -> None:
     """Describe a PDEBench HDF5 file, a classification HDF5 file or an IDX file."""
     from .data.info import describe_file
@@ -100,8 +100,8 @@ def data_info(path) -> None:
 
 
 @data.command("convert")
-@click.argument("source", type=click.Path())
-@click.argument("out", type=click.Path(dir_okay=False))
+@click.argument("source", type=PathArg())
+@click.argument("out", type=PathArg(dir_okay=False))
 def data_convert(source, out) -> None:
     """Convert a directory of MNIST / Fashion-MNIST IDX files into one HDF5 file."""
     from .data.classification import convert_idx_to_h5
@@ -156,7 +156,7 @@ def _is_classification_h5(path: str) -> bool:
 @click.option("--patience", default=None, type=int, help="Early stopping patience in epochs.")
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
-@click.option("--out", "out", required=True, type=click.Path(), help="Directory of the saved model (.sciprune).")
+@click.option("--out", "out", required=True, type=PathArg(), help="Directory of the saved model (.sciprune).")
 def train(data_arg, sample, generate_nx, split, noise_kind, noise_level, model_kind, widths, activation, optimizer,
           lr, epochs, batch_size, schedule, patience, seed, device, out) -> None:
     """Train a dense network and save it as a portable surrogate."""
@@ -210,7 +210,7 @@ def _epoch_progress(epochs: int):
 
 
 @cli.command("prune")
-@click.argument("model_path", type=click.Path())
+@click.argument("model_path", type=PathArg())
 @click.option("--method", required=True, help="Pruning criterion (see 'sciprune methods').")
 @click.option("--ratio", required=True, type=float, help="Fraction of weights removed, in [0, 1).")
 @click.option("--scope", default="global", show_default=True, type=click.Choice(["global", "layer"]))
@@ -222,7 +222,7 @@ def _epoch_progress(epochs: int):
 @click.option("--seed", default=None, type=SEED, help="Seed of the criterion (default: the model's).")
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--rescale-data", is_flag=True, help=RESCALE_HELP)
-@click.option("--out", "out", required=True, type=click.Path(), help="Directory of the pruned model.")
+@click.option("--out", "out", required=True, type=PathArg(), help="Directory of the pruned model.")
 def prune_cmd(model_path, method, ratio, scope, compensate, finetune_epochs, lr, seed, device, rescale_data, out) -> None:
     """Prune a saved model on the data it was trained on, optionally fine-tune, and save it.
 
@@ -262,7 +262,7 @@ def prune_cmd(model_path, method, ratio, scope, compensate, finetune_epochs, lr,
 
 
 @cli.command()
-@click.argument("model_path", type=click.Path())
+@click.argument("model_path", type=PathArg())
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--rescale-data", is_flag=True, help=RESCALE_HELP)
 def evaluate(model_path, device, rescale_data) -> None:
@@ -285,7 +285,7 @@ def evaluate(model_path, device, rescale_data) -> None:
 
 # ----------------------------------------------------------------------------- run / methods
 @cli.command()
-@click.argument("case_file", type=click.Path())
+@click.argument("case_file", type=PathArg())
 @click.option("--output", default=None, help="Override the case's output directory.")
 @click.option("--device", default=None, help="Override the case's device (cpu, cuda, cuda:1).")
 @click.option("--quiet", is_flag=True, help="No progress bar.")
@@ -307,8 +307,8 @@ def run(case_file, output, device, quiet, wait) -> None:
 
 
 @cli.command("report")
-@click.argument("results", type=click.Path())
-@click.option("--out", "out", default=None, type=click.Path(file_okay=False),
+@click.argument("results", type=PathArg())
+@click.option("--out", "out", default=None, type=PathArg(file_okay=False),
               help="Folder of the figures and report.md (default: beside RESULTS).")
 @click.option("--metric", default=None, help="Metric to rank by (default: test_mse_clean, or test_loss).")
 def report_cmd(results, out, metric) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import click
 
-from ._cli_base import Group, UserError
+from ._cli_base import Group, PathArg, UserError
 from .errors import SciPruneError
 
 __all__ = ["diagnose"]
@@ -114,12 +114,12 @@ def _write(ds, out: Path, name: str) -> Path:
 
 
 _common = [
-    click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder of the results."),
+    click.option("--out", "out", required=True, type=PathArg(file_okay=False), help="Folder of the results."),
     click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps."),
     click.option("--max-points", default=None, type=click.IntRange(min=1),
                  help="Use a seeded random subset of this many training points (default: all)."),
     click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1)),
-    click.option("--data", "data_file", default=None, type=click.Path(),
+    click.option("--data", "data_file", default=None, type=PathArg(),
                  help="A PDEBench HDF5 file to analyse on instead of the model's own data (regression models)."),
     click.option("--sample", default=0, show_default=True, type=click.IntRange(min=0), help="Sample of --data."),
     click.option("--rescale-data", is_flag=True,
@@ -135,7 +135,7 @@ def _options(fn):
 
 
 @diagnose.command("hessian")
-@click.argument("model_path", type=click.Path())
+@click.argument("model_path", type=PathArg())
 @click.option("--k", "k", default=5, show_default=True, type=click.IntRange(1, 10**4), help="Number of top eigenvalues.")
 @click.option("--tol", default=1e-3, show_default=True, type=float, help="Relative tolerance of each eigenpair.")
 @click.option("--layers", default=None, help="Comma-separated layers or parameters (default: all).")
@@ -173,7 +173,7 @@ def hessian_cmd(model_path, k, tol, layers, trace_samples, out, device, max_poin
 
 
 @diagnose.command("psp")
-@click.argument("model_path", type=click.Path())
+@click.argument("model_path", type=PathArg())
 @click.option("--bins", default=10, show_default=True, type=click.IntRange(1, 10**6),
               help="For regression: classes are this many equal-count bins of the target.")
 @click.option("--order", default=2, show_default=True, type=click.IntRange(1, 2),
@@ -211,8 +211,8 @@ def _pair(text: str, name: str, cast=float) -> tuple:
 
 
 @diagnose.command("landscape")
-@click.argument("model_a", type=click.Path())
-@click.argument("model_b", type=click.Path())
+@click.argument("model_a", type=PathArg())
+@click.argument("model_b", type=PathArg())
 @click.option("--points", default=21, show_default=True, type=click.IntRange(2, 10**6),
               help="Points on the line from A (0) to B (1).")
 @click.option("--grid", default="21,21", show_default=True, help="Plane points (alpha,beta); 0,0 skips the plane.")

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import click
 
+from ._cli_base import PathArg
+
 __all__ = ["sweep"]
 
 
 @click.command()
-@click.argument("case_file", type=click.Path())
+@click.argument("case_file", type=PathArg())
 @click.option("--output", default=None, help="Override the case's output directory.")
 @click.option("--device", default=None, help="Override the case's device (cpu, cuda, cuda:1).")
 @click.option("--members", default=None, type=click.IntRange(min=1),
