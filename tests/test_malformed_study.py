@@ -395,3 +395,15 @@ def test_atomic_write_removes_its_temporary_file_on_any_error(tmp_path, monkeypa
     monkeypatch.undo()
     assert info.value.filename == str(dest) and "No space left" in str(info.value)
     assert dest.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == ["r.nc"]
+
+
+@pytest.mark.parametrize("address", ["", "0", "abc", "/dev/null", "tcp://", "tcp://host", "host:port", "a\x00b:1",
+                                     "http://host:8786", "x" * 300])
+def test_bad_scheduler_address_is_one_line_before_any_work(study, tmp_path, address):
+    """``sweep --scheduler`` is checked before a cluster is contacted (Dask's parser raises
+    ValueError or AssertionError on such addresses); the output folder is never made."""
+    out = tmp_path / "out"
+    case = case_file(tmp_path, study["data"], out)
+    before = snapshot(tmp_path)
+    r = invoke(["sweep", case, "--quiet", "--scheduler", address])
+    assert_user_error(r, "--scheduler", watch=(tmp_path,), before=before)

@@ -15,6 +15,7 @@ batches of a CUDA case ask for one GPU each, so no two share a device.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -60,6 +61,10 @@ class DaskEngine:
             fut.release()
 
 
+#: A scheduler address: optional protocol, a host name or IP (IPv6 in brackets) and a port.
+_ADDRESS = re.compile(r"(?:(?:tcp|tls|ucx|ws|wss)://)?(?:[A-Za-z0-9._-]+|\[[0-9A-Fa-f:.]+\]):[0-9]{1,5}")
+
+
 @contextmanager
 def dask_client(*, workers: int | None = None, scheduler: str | None = None):
     """A ``distributed.Client``: on a new ``LocalCluster`` of ``workers`` single-threaded worker
@@ -68,9 +73,11 @@ def dask_client(*, workers: int | None = None, scheduler: str | None = None):
         raise SciPruneError("give exactly one of --workers N (a local cluster) or --scheduler ADDRESS")
     distributed = _distributed()
     if scheduler is not None:
+        if not _ADDRESS.fullmatch(scheduler):
+            raise SciPruneError(f"--scheduler must be a Dask scheduler address like tcp://host:8786, got {scheduler!r}")
         try:
             client = distributed.Client(scheduler, timeout="20s")
-        except (OSError, TimeoutError) as err:
+        except (OSError, TimeoutError, ValueError) as err:
             raise SciPruneError(f"--scheduler {scheduler}: cannot connect ({err})") from None
         with client:
             yield client
