@@ -34,6 +34,14 @@ def check_seed(seed, what: str = "seed") -> int:
     return int(seed)
 
 
+def check_choice(value, choices, what: str) -> str:
+    """``value`` if it is one of the names ``choices``, else a :class:`SciPruneError` (any non-string,
+    an array included, is refused without being compared)."""
+    if not isinstance(value, str) or value not in choices:
+        raise SciPruneError(f"{what} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
 def check_positive_int(value, what: str, *, none_ok: bool = False) -> int | None:
     """``value`` as a positive int (or None when ``none_ok``), else a :class:`SciPruneError`."""
     if value is None and none_ok:

@@ -11,7 +11,22 @@ __all__ = ["SciPruneError", "DataFormatError", "ConfigError"]
 
 
 class SciPruneError(ValueError):
-    """A mistake in user input: the message says what was expected and how to fix it."""
+    """A mistake in user input: the message says what was expected and how to fix it.
+
+    The message is always one line (a value shown with ``repr``, such as a tensor, may span lines: its
+    whitespace is collapsed) of at most :data:`MAX_MESSAGE` characters (the middle of a longer one is
+    cut)."""
+
+    def __init__(self, message: object = "", *args: object) -> None:
+        text = " ".join(str(message).split())
+        if len(text) > MAX_MESSAGE:
+            half = MAX_MESSAGE // 2 - 3
+            text = f"{text[:half]} ... {text[-half:]}"
+        super().__init__(text, *args)
+
+
+#: The longest message a SciPruneError carries.
+MAX_MESSAGE = 2000
 
 
 class DataFormatError(SciPruneError):

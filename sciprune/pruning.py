@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import criteria as _criteria
-from .batches import as_batches, check_positive_int, check_seed
+from .batches import as_batches, check_choice, check_positive_int, check_seed
 from .errors import SciPruneError
 from .masks import get_masks, prunable_names, set_masks, sparsity
 from .models import device_and_dtype
@@ -218,8 +218,7 @@ def apply_plan(model: nn.Module, prune_plan: PrunePlan, ratio: float, *, scope: 
     if not isinstance(prune_plan, PrunePlan):
         raise SciPruneError(f"prune_plan must be a PrunePlan made by sciprune.plan, got {type(prune_plan).__name__}")
     ratio = check_ratio(ratio)
-    if scope not in SCOPES:
-        raise SciPruneError(f"scope must be one of {SCOPES}, got {scope!r}")
+    check_choice(scope, SCOPES, "scope")
     names = list(prune_plan.scores)
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in params or params[n].shape != prune_plan.scores[n].shape]
@@ -263,6 +262,5 @@ def prune(
     many ratios with one scoring.
     """
     check_ratio(ratio)
-    if scope not in SCOPES:  # checked before the (possibly long) scoring
-        raise SciPruneError(f"scope must be one of {SCOPES}, got {scope!r}")
+    check_choice(scope, SCOPES, "scope")  # checked before the (possibly long) scoring
     return apply_plan(model, plan(model, method, data, compensate=compensate, **options), ratio, scope=scope)

@@ -13,6 +13,7 @@ import math
 
 import torch
 
+from .batches import check_choice
 from .errors import SciPruneError
 
 __all__ = ["check_ratio", "n_to_prune", "select"]
@@ -66,8 +67,7 @@ def select(
         masks: current keep-masks; weights already pruned stay pruned.
     """
     check_ratio(ratio)
-    if scope not in SCOPES:
-        raise SciPruneError(f"scope must be one of {SCOPES}, got {scope!r}")
+    check_choice(scope, SCOPES, "scope")
     if not scores:
         raise SciPruneError("no scores given: the model has no prunable weights")
     for name, s in scores.items():

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batches import SEED_LIMIT, as_tensor, check_pair, model_shapes
+from .batches import SEED_LIMIT, as_tensor, check_choice, check_pair, model_shapes
 from .data._types import TaskData
 from .errors import SciPruneError
 from .masks import MaskedStep
@@ -70,10 +70,8 @@ class TrainConfig:
     eval_every: int = 1
 
     def __post_init__(self) -> None:
-        if self.optimizer not in OPTIMIZERS:
-            raise SciPruneError(f"optimizer must be one of {OPTIMIZERS}, got {self.optimizer!r}")
-        if self.schedule not in SCHEDULES:
-            raise SciPruneError(f"schedule must be one of {SCHEDULES}, got {self.schedule!r}")
+        check_choice(self.optimizer, OPTIMIZERS, "optimizer")
+        check_choice(self.schedule, SCHEDULES, "schedule")
         _number(self.lr, "lr", positive=True)
         _integer(self.epochs, "epochs", lo=0, hi=MAX_EPOCHS)
         _integer(self.batch_size, "batch_size", lo=1, none_ok=True)

@@ -374,3 +374,31 @@ def test_save_on_a_full_disk_keeps_the_previous_model(tiny_disk):
     assert_raises_user_error(lambda: sciprune.save(big, path), "nothing was written")
     assert [p.name for p in Path(tiny_disk).iterdir()] == ["m.sciprune"]
     assert {p.name: p.read_bytes() for p in path.iterdir()} == before
+
+
+# --------------------------------------------------------------------------- arrays where names are expected
+ARRAY = np.full((2, 2), np.nan)
+TENSOR = torch.zeros(3, 3)
+
+
+@pytest.mark.parametrize("fn,needles", [
+    pytest.param(lambda: sciprune.prune(_fresh(), "magnitude", 0.5, (X, Y), scope=ARRAY), ["scope"], id="scope-array"),
+    pytest.param(lambda: sciprune.TrainConfig(optimizer=ARRAY), ["optimizer"], id="optimizer-array"),
+    pytest.param(lambda: sciprune.TrainConfig(schedule=ARRAY), ["schedule"], id="schedule-array"),
+    pytest.param(lambda: sciprune.TrainConfig(lr=TENSOR), ["lr", "tensor"], id="lr-tensor"),
+    pytest.param(lambda: sciprune.MLP(2, [4], 1, TENSOR), ["activation"], id="activation-tensor"),
+    pytest.param(lambda: sciprune.prune(_fresh(), TENSOR, 0.5, (X, Y)), ["method"], id="method-tensor"),
+    pytest.param(lambda: sciprune.prune(_fresh(), "magnitude", TENSOR, (X, Y)), ["ratio"], id="ratio-tensor"),
+])
+def test_array_values_give_one_line_errors(fn, needles):
+    """A tensor or array where a name or number is expected: refused without being compared (numpy's
+    ambiguous truth value), and its multi-line repr folded into the one-line message."""
+    msg = assert_raises_user_error(fn, *needles)
+    assert len(msg) <= 2000
+
+
+def test_long_messages_are_cut_in_the_middle():
+    from sciprune.errors import SciPruneError
+
+    msg = str(SciPruneError("start " + "x\n" * 5000 + " end"))
+    assert "\n" not in msg and len(msg) <= 2000 and msg.startswith("start") and msg.endswith("end")
