@@ -5,18 +5,21 @@ written (parent that is a file, folder without write permission) is refused with
 path, before any work is done and before any temporary file exists. Missing parent folders are
 created, as ``sciprune run`` has always done for its output folder. :func:`child` joins names taken
 from case files (architectures, methods, labels) under an output folder and refuses any that would
-leave it; :func:`check_name` is the load-time check of such names.
+leave it; :func:`check_name` is the load-time check of such names. :class:`atomic_path` and
+:func:`write_bytes_atomic` are the one way files are written: a temporary file beside the target,
+fsync, rename; on any error the temporary file is removed and the target is as it was.
 """
 
 from __future__ import annotations
 
 import os
 import re
+import tempfile
 from pathlib import Path
 
 from .errors import SciPruneError
 
-__all__ = ["prepare_output", "child", "check_name", "SAFE_NAME"]
+__all__ = ["prepare_output", "child", "check_name", "SAFE_NAME", "atomic_path", "write_bytes_atomic", "fsync_dir"]
 
 #: Names that become parts of file names: letters, digits, and ``. _ + - =``; not starting with a dot.
 SAFE_NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]{0,127}")
@@ -75,4 +78,81 @@ def child(root: str | os.PathLike, *parts: str) -> Path:
     real = os.path.realpath(path)
     if os.path.commonpath([base, real]) != base or any(Path(x).is_absolute() for x in parts):
         raise SciPruneError(f"refusing to write {path}: it is not under the output folder {root_p}")
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def fsync_dir(folder: Path) -> None:
+    """Make a rename in ``folder`` durable (where the file system syncs folders)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # not every file system syncs folders
+    finally:
+        os.close(fd)
+
+
+def _named(err: OSError, path: Path) -> OSError:
+    """``err`` naming ``path`` (the destination, not the temporary file) so the CLI line says where."""
+    if err.errno is None:
+        return err
+    return type(err)(err.errno, err.strerror or str(err), str(path))
+
+
+class atomic_path:
+    """Context manager giving a temporary path beside ``path``; renamed onto ``path`` on success.
+
+    ``suffix`` is appended to the temporary name (``.png`` lets a writer infer the format). Any error,
+    in the body or while syncing and renaming, removes the temporary file and leaves ``path`` as it
+    was. The result gets the permissions of a newly created file (``0666 & ~umask``).
+    """
+
+    def __init__(self, path: str | Path, *, suffix: str = "") -> None:
+        self.path = Path(path)
+        self.suffix = suffix
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp" + self.suffix, dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is not None:
+            self.tmp.unlink(missing_ok=True)
+            return
+        try:
+            with open(self.tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.chmod(self.tmp, 0o666 & ~_umask())
+            os.replace(self.tmp, self.path)
+        except BaseException as err:
+            self.tmp.unlink(missing_ok=True)
+            if isinstance(err, OSError):
+                raise _named(err, self.path) from None
+            raise
+        fsync_dir(self.path.parent)
+
+
+def write_bytes_atomic(path: str | Path, data: bytes | memoryview) -> Path:
+    """Write ``data`` to ``path`` atomically (temporary file, fsync, rename); no temporary file is left
+    on any error (a full disk raises :class:`OSError` naming ``path``)."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+        except OSError as err:
+            raise _named(err, path) from None
     return path

@@ -35,7 +35,7 @@ from torch import nn
 from .errors import DataFormatError, SciPruneError
 from .masks import set_masks, sparsity
 from .models import build_model, describe, linear_chain
-from .outputs import prepare_output
+from .outputs import fsync_dir, prepare_output
 from .scaling import Scaling
 from ._surrogate_schema import FORMAT, FORMAT_VERSION, read_model_json
 
@@ -246,7 +246,7 @@ def save(
         meta["weights"] = {"file": WEIGHTS_FILE, "sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
         text = json.dumps(meta, indent=2, allow_nan=False, sort_keys=True) + "\n"
         _write_file(tmp / JSON_FILE, text.encode("utf-8"))
-        _fsync_dir(tmp)
+        fsync_dir(tmp)
         _swap_into_place(tmp, path)
     except OSError as err:  # disk full, quota, I/O error: nothing of the new model is left behind
         shutil.rmtree(tmp, ignore_errors=True)
@@ -519,24 +519,11 @@ def _write_file(path: Path, data: bytes) -> None:
         os.fsync(fh.fileno())
 
 
-def _fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:  # platforms that cannot open directories (Windows)
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
 def _swap_into_place(tmp: Path, path: Path) -> None:
     """Rename ``tmp`` to ``path``; an existing ``path`` is moved aside first and deleted after."""
     if not path.exists():
         os.rename(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return
     old = path.parent / f".{path.name}.old-{uuid.uuid4().hex[:12]}"
     os.rename(path, old)
@@ -545,5 +532,5 @@ def _swap_into_place(tmp: Path, path: Path) -> None:
     except BaseException:
         os.rename(old, path)  # put the previous model back
         raise
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
     shutil.rmtree(old, ignore_errors=True)

@@ -381,7 +381,7 @@ def _fail(*args, **kwargs):
 def test_atomic_write_removes_its_temporary_file_on_any_error(tmp_path, monkeypatch, step):
     import builtins
 
-    import sciprune.results as results
+    import sciprune.outputs as results
 
     dest = tmp_path / "r.nc"
     dest.write_bytes(b"old")

@@ -18,7 +18,6 @@ import os
 import re
 import shutil
 import stat
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import h5py
 import numpy as np
 
 from ..errors import DataFormatError, SciPruneError
+from ..outputs import write_bytes_atomic
 
 __all__ = ["regular_file", "open_h5", "node", "subgroups", "dataset", "read", "attrs", "write_atomic", "KIND_NAMES"]
 
@@ -244,20 +244,10 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise SciPruneError(
             f"{path}: not enough disk space: the file needs {_size(len(data))}, {path.parent} has {_size(free)} free"
         )
-    tmp = None
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        if tmp is not None and os.path.exists(tmp):
-            os.remove(tmp)
-        if isinstance(err, OSError):
-            raise SciPruneError(f"{path}: cannot write the file ({err.strerror or err}); nothing was written") from None
-        raise
+        write_bytes_atomic(path, data)
+    except OSError as err:
+        raise SciPruneError(f"{path}: cannot write the file ({err.strerror or err}); nothing was written") from None
 
 
 def _size(n: int) -> str:
