@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import torch
 
 F64 = torch.float64
@@ -22,3 +24,40 @@ def assert_close(actual, expected, *, rtol=1e-9, what=""):
             f"{what}: {int(bad.sum())} entries differ (max abs err {float(err.max()):.3e}, scale {scale:.3e}); "
             f"first at {idx}: {float(actual[idx]):.17g} vs {float(expected[idx]):.17g}"
         )
+
+
+def _toml_value(v) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, (str, os.PathLike)):
+        return '"' + str(v).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return repr(v)
+
+
+def toml_text(tables: dict, _prefix: str = "") -> str:
+    """A case file's text from nested dicts (scalars first, then ``[tables]`` and ``[sub.tables]``)."""
+    lines = [f"{k} = {_toml_value(v)}" for k, v in tables.items() if not isinstance(v, dict)]
+    for k, v in tables.items():
+        if isinstance(v, dict):
+            lines += ["", f"[{_prefix}{k}]", toml_text(v, f"{_prefix}{k}.")]
+    return "\n".join(lines).replace("\n\n\n", "\n\n") + ("\n" if not _prefix else "")
+
+
+def tiny_case(output, data_file, **sections) -> str:
+    """The text of a tiny regression case (a 2-4-1 network, a few epochs, magnitude at 0.5) on the
+    PDEBench file ``data_file``, writing to ``output``. ``sections`` update its tables key by key, e.g.
+    ``train={"epochs": 5}``, ``data={"generate": {...}}``, ``name="other"``."""
+    case = {
+        "name": "tiny", "output": output, "device": "cpu", "dtype": "float64", "seeds": [0], "save_models": False,
+        "data": {"kind": "pdebench", "file": data_file, "sample": 0},
+        "noise": {"kind": "uniform", "levels": [0.0]},
+        "model": {"widths": [4], "activation": "tanh"},
+        "train": {"lr": 1e-2, "epochs": 3, "batch_size": 64},
+        "prune": {"methods": ["magnitude"], "ratios": [0.5]},
+        "finetune": {"epochs": 1, "batch_size": 64},
+    }
+    for key, value in sections.items():
+        case[key] = {**case[key], **value} if isinstance(value, dict) else value
+    return toml_text(case)

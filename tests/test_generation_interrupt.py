@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 import xarray as xr
 from click.testing import CliRunner
+from helpers import tiny_case
 
 from sciprune.cli import cli
 from sciprune.config import load_case
@@ -39,58 +40,14 @@ ROOT = Path(__file__).resolve().parents[1]
 SAMPLES, NX, NT = 6, 32, 11
 NAMES = [f"{i:04d}" for i in range(SAMPLES)]
 
-# The shape of cases/quickstart.toml, made tiny; workers = 2 so that the worker pool is killed too.
-CASE = """\
-name = "tiny"
-output = "{out}"
-device = "cpu"
-dtype = "float64"
-seeds = [0]
-save_models = false
-
-[data]
-kind = "pdebench"
-file = "{data}"
-sample = 1
-
-[data.generate]
-samples = {samples}
-nx = {nx}
-nt = {nt}
-mode = "accurate"
-workers = 2
-
-[noise]
-kind = "uniform"
-levels = [0.01]
-
-[model]
-widths = [4]
-activation = "tanh"
-
-[train]
-optimizer = "adam"
-lr = 1e-2
-epochs = 3
-batch_size = 64
-
-[prune]
-methods = ["magnitude"]
-ratios = [0.5]
-
-[finetune]
-optimizer = "adam"
-lr = 1e-3
-epochs = 2
-batch_size = 64
-"""
-
-
 def write_case(folder: Path) -> Path:
     """A tiny case whose data file and outputs live in ``folder``."""
     folder.mkdir(parents=True, exist_ok=True)
     case = folder / "case.toml"
-    case.write_text(CASE.format(out=folder / "out", data=folder / "data.h5", samples=SAMPLES, nx=NX, nt=NT))
+    # workers = 2 so that the worker pool is killed too
+    generate = {"samples": SAMPLES, "nx": NX, "nt": NT, "mode": "accurate", "workers": 2}
+    case.write_text(tiny_case(folder / "out", folder / "data.h5", data={"sample": 1, "generate": generate},
+                              noise={"levels": [0.01]}, finetune={"lr": 1e-3, "epochs": 2}))
     return case
 
 

@@ -20,42 +20,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import tiny_case
 from malformed import assert_user_error, invoke, snapshot
 
 from sciprune.results import read_dataset, write_dataset
 from sciprune.study_lock import HASH_CACHE_NAME, LOCK_NAME, MARKER_NAME, open_study
-
-CASE = """name = "tiny"
-output = "{output}"
-device = "cpu"
-dtype = "float64"
-seeds = [0]
-save_models = false
-
-[data]
-kind = "pdebench"
-file = "{data}"
-
-[noise]
-kind = "uniform"
-levels = [0.0]
-
-[model]
-widths = [4]
-
-[train]
-lr = 1e-2
-epochs = 3
-batch_size = 64
-
-[prune]
-methods = ["magnitude"]
-ratios = [0.5]
-
-[finetune]
-epochs = 1
-batch_size = 64
-"""
 
 COMMANDS = ["run", "sweep"]
 
@@ -70,7 +39,7 @@ def no_figures(monkeypatch):
 
 def case_file(folder: Path, data: Path, output: Path | str, name: str = "case.toml") -> Path:
     path = folder / name
-    path.write_text(CASE.format(output=output, data=data))
+    path.write_text(tiny_case(output, data))
     return path
 
 
@@ -189,7 +158,7 @@ def test_study_entry_of_the_wrong_kind_refused(tmp_path, study, command, kind):
 def test_output_of_another_case_refused(tmp_path, study, command):
     _, out = copy_study(study, command, tmp_path)
     other = tmp_path / "other.toml"
-    other.write_text(CASE.format(output=out, data=study["data"]).replace('name = "tiny"', 'name = "other"'))
+    other.write_text(tiny_case(out, study["data"], name="other"))
     before = snapshot(out)
     r = invoke([command, other, "--quiet"])
     assert_user_error(r, str(out), "'tiny'", "'other'", watch=(out,), before=before)

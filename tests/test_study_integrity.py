@@ -21,6 +21,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from helpers import tiny_case
 from malformed import invoke, snapshot
 
 from sciprune.data.classification import write_classification_h5, write_idx
@@ -28,42 +29,6 @@ from sciprune.fingerprint import HashCache, data_fingerprint
 from sciprune.config import DataSpec
 from sciprune.results import read_dataset
 from sciprune.study_lock import HOLDER_NAME, LOCK_NAME, MARKER_NAME
-
-TINY = """name = "{name}"
-output = "{output}"
-device = "cpu"
-dtype = "float64"
-seeds = [0]
-save_models = false
-
-[data]
-kind = "pdebench"
-file = "{data}"
-sample = 0
-
-[noise]
-kind = "uniform"
-levels = [0.0]
-
-[model]
-widths = [4]
-activation = "tanh"
-
-[train]
-lr = 1e-2
-epochs = {epochs}
-batch_size = 64
-
-[prune]
-methods = ["magnitude"]
-ratios = [0.5]
-
-[finetune]
-lr = 3e-3
-epochs = 1
-batch_size = 64
-"""
-
 
 @pytest.fixture(autouse=True)
 def no_figures(monkeypatch):
@@ -75,7 +40,7 @@ def no_figures(monkeypatch):
 
 def write_case(folder: Path, data: Path, output: Path, *, name: str = "tiny", epochs: int = 3) -> Path:
     path = folder / f"{name}_{output.name}.toml"
-    path.write_text(TINY.format(name=name, output=output, data=data, epochs=epochs))
+    path.write_text(tiny_case(output, data, name=name, train={"epochs": epochs}, finetune={"lr": 3e-3}))
     return path
 
 
