@@ -9,6 +9,8 @@ folders exactly as before (no partial or temporary file).
 from __future__ import annotations
 
 import os
+import subprocess
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -17,7 +19,7 @@ from click.testing import CliRunner
 from sciprune.cli import cli
 from sciprune.errors import SciPruneError
 
-__all__ = ["snapshot", "invoke", "assert_user_error", "assert_raises_user_error"]
+__all__ = ["snapshot", "invoke", "assert_user_error", "assert_raises_user_error", "tmpfs"]
 
 
 def snapshot(*folders: str | os.PathLike) -> dict[str, tuple[int, int]]:
@@ -74,3 +76,19 @@ def assert_raises_user_error(fn, *needles: str) -> str:
     for needle in needles:
         assert needle.lower() in msg.lower(), f"{needle!r} not in: {msg}"
     return msg
+
+
+@contextmanager
+def tmpfs(folder: str | os.PathLike, options: str = "size=64k"):
+    """A small tmpfs mounted on ``folder`` (made if missing) for the duration: a full disk, or with
+    ``ro`` a read-only one. Mounting needs root; the test is skipped where it fails."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)], capture_output=True, text=True)
+    if res.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {res.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True, check=False)
+

@@ -11,12 +11,11 @@ import json
 import math
 import os
 import shutil
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from malformed import assert_user_error, invoke, snapshot
+from malformed import assert_user_error, invoke, snapshot, tmpfs
 
 
 @pytest.fixture(scope="module")
@@ -276,16 +275,9 @@ def test_missing_parents_are_created(env, tmp_path, command):
 
 @pytest.fixture
 def full_disk(tmp_path):
-    d = tmp_path / "disk"
-    d.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(d)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    (d / "filler").write_bytes(b"\0" * 60_000)
-    try:
+    with tmpfs(tmp_path / "disk") as d:
+        (d / "filler").write_bytes(b"\0" * 60_000)
         yield d
-    finally:
-        subprocess.run(["umount", str(d)], capture_output=True)
 
 
 @pytest.mark.parametrize("command", ["train", "prune", "hessian"])

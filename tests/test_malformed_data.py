@@ -22,7 +22,7 @@ import pytest
 import xarray as xr
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from malformed import assert_raises_user_error, assert_user_error, invoke, snapshot
+from malformed import assert_raises_user_error, assert_user_error, invoke, snapshot, tmpfs
 
 from sciprune.data import NoiseModel, classification_task, coordinate_task, load_classification, open_pdebench
 from sciprune.data.classification import convert_idx_to_h5, read_idx, write_idx
@@ -452,12 +452,8 @@ def test_convert_unwritable_folder(mnist: Path, tmp_path: Path):
 
 
 def _tmpfs(mount: Path, options: str):
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(mount)], capture_output=True)
-    if done.returncode != 0:
-        pytest.skip("cannot mount a tmpfs here (not root)")
-    yield mount
-    subprocess.run(["umount", str(mount)], check=False)
+    with tmpfs(mount, options) as folder:
+        yield folder
 
 
 @pytest.fixture

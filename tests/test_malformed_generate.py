@@ -10,14 +10,12 @@ skipped elsewhere).
 from __future__ import annotations
 
 import os
-import subprocess
-from contextlib import contextmanager
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
-from malformed import assert_user_error, invoke, snapshot
+from malformed import assert_user_error, invoke, snapshot, tmpfs
 
 from sciprune.data import diffsorp
 from sciprune.data.diffsorp import generate
@@ -160,20 +158,6 @@ def test_nul_byte_refused_by_the_library(tmp_path):
 
 # ---------------------------------------------------------------------------------------------
 # Unwritable folders and full disks (tmpfs; root only)
-
-
-@contextmanager
-def tmpfs(folder: Path, options: str):
-    """A tmpfs mounted on ``folder`` for the duration; the test is skipped where mount fails."""
-    folder.mkdir(parents=True, exist_ok=True)
-    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(folder)],
-                         capture_output=True, text=True)
-    if res.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (needs root): {res.stderr.strip()}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", "-l", str(folder)], check=False)
 
 
 def test_unwritable_folder(tmp_path):

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
-import subprocess
 from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
-from malformed import assert_raises_user_error, snapshot
+from malformed import assert_raises_user_error, snapshot, tmpfs
 
 import sciprune
 from sciprune.errors import DataFormatError
@@ -349,15 +347,8 @@ def test_labels_of_one_column_regression_are_read_as_a_column():
 # --------------------------------------------------------------------------- disk full
 @pytest.fixture
 def tiny_disk(tmp_path):
-    d = tmp_path / "disk"
-    d.mkdir()
-    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(d)],
-                                           capture_output=True).returncode != 0:
-        pytest.skip("needs root to mount a small tmpfs")
-    try:
+    with tmpfs(tmp_path / "disk") as d:
         yield d
-    finally:
-        subprocess.run(["umount", str(d)], capture_output=True)
 
 
 def test_save_on_a_full_disk_leaves_nothing(tiny_disk):

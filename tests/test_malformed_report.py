@@ -5,14 +5,13 @@ line naming the file or option, exit code 2, and nothing written (no figure, no 
 from __future__ import annotations
 
 import os
-import subprocess
 from pathlib import Path
 
 import h5py
 import numpy as np
 import pytest
 import xarray as xr
-from malformed import assert_raises_user_error, assert_user_error, invoke, snapshot
+from malformed import assert_raises_user_error, assert_user_error, invoke, snapshot, tmpfs
 
 from sciprune.report import report
 from sciprune.results import write_dataset
@@ -201,19 +200,13 @@ def test_unwritable_output_folder(tmp_path, copy_of, use_default):
 
 def test_full_disk_leaves_no_partial_file(tmp_path, copy_of):
     """On a 64 kB file system the report cannot be written: exit 2, and the folder as it was."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs (not root)")
-    try:
+    with tmpfs(tmp_path / "small") as mnt:
         out = mnt / "report"
         out.mkdir()
         (out / "keep.txt").write_text("kept")
         before = snapshot(mnt)
         assert_user_error(invoke(["report", copy_of, "--out", out]), str(out), "cannot write the report",
                           watch=(mnt,), before=before)
-    finally:
-        subprocess.run(["umount", str(mnt)], check=True)
 
 
 def test_good_report_writes_exactly_its_files(tmp_path, copy_of):

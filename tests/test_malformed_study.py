@@ -14,14 +14,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from helpers import tiny_case
-from malformed import assert_user_error, invoke, snapshot
+from malformed import assert_user_error, invoke, snapshot, tmpfs
 
 from sciprune.results import read_dataset, write_dataset
 from sciprune.study_lock import HASH_CACHE_NAME, LOCK_NAME, MARKER_NAME, open_study
@@ -188,12 +187,8 @@ def test_missing_data_refused_before_the_output_exists(tmp_path, command, data):
 @pytest.fixture
 def full_disk(tmp_path):
     """A 48 KiB tmpfs (root only; skipped elsewhere)."""
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=48k", "tmpfs", str(mnt)], capture_output=True).returncode:
-        pytest.skip("cannot mount a tmpfs (not root)")
-    yield mnt
-    subprocess.run(["umount", str(mnt)], check=False)
+    with tmpfs(tmp_path / "mnt", "size=48k") as mnt:
+        yield mnt
 
 
 @pytest.mark.parametrize("command", COMMANDS)
