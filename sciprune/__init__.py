@@ -4,7 +4,9 @@ from .compaction import compact
 from .criteria import available as methods
 from .masks import MaskedStep, get_masks, set_masks, sparsity
 from .models import MLP, build_model, describe, lenet_300_100
+from .procedure import prune_scheduled
 from .pruning import PrunePlan, PruneReport, apply_plan, plan, prune, scores
+from .schedules import Cubic, Iterative, MultiStep, OneShot, parse_schedule
 from .surrogate import Surrogate, load, save
 from .training import History, TrainConfig, fit
 
@@ -13,6 +15,7 @@ __version__ = "0.1.0"
 __all__ = [
     "MLP", "lenet_300_100", "build_model", "describe",
     "scores", "prune", "PruneReport", "plan", "apply_plan", "PrunePlan", "methods",
+    "prune_scheduled", "OneShot", "MultiStep", "Iterative", "Cubic", "parse_schedule",
     "get_masks", "set_masks", "sparsity", "MaskedStep", "compact",
     "fit", "TrainConfig", "History",
     "Surrogate", "load", "save",
