@@ -1,6 +1,7 @@
 """sciprune: pruning the fully-connected surrogates of physical simulations."""
 
 from .compaction import compact
+from .hooks import FitState
 from .criteria import available as methods
 from .masks import MaskedStep, get_masks, set_masks, sparsity
 from .models import MLP, build_model, describe, lenet_300_100
@@ -17,7 +18,7 @@ __all__ = [
     "scores", "prune", "PruneReport", "plan", "apply_plan", "PrunePlan", "methods",
     "prune_scheduled", "OneShot", "MultiStep", "Iterative", "Cubic", "parse_schedule",
     "get_masks", "set_masks", "sparsity", "MaskedStep", "compact",
-    "fit", "TrainConfig", "History",
+    "fit", "TrainConfig", "History", "FitState",
     "Surrogate", "load", "save",
     "__version__",
 ]

@@ -7,6 +7,11 @@ weights are held at exactly zero by two cheap in-place products per optimiser st
 the gradient is masked before the step (so Adam moments of pruned weights stay zero and L2 weight
 decay sees a zero weight) and the weight is masked after it (so no optimiser, weight decay or
 momentum can revive it). Masks only shrink.
+
+Every change of a mask (:func:`set_masks`, :func:`remove_masks`, hence ``sciprune.prune`` and
+``sciprune.apply_plan``) bumps a module-level counter, :func:`mask_version`; :class:`MaskedStep`
+compares it (one int compare) at each step and re-reads the masks only when it changed, so masks
+set or shrunk during training are held from the next step on.
 """
 
 from __future__ import annotations
@@ -28,7 +33,25 @@ __all__ = [
     "mask_grads",
     "MaskedStep",
     "sparsity",
+    "mask_version",
 ]
+
+#: Bumped by every mask change (set or removed, on any model); see :func:`mask_version`.
+_VERSION = 0
+
+
+def mask_version() -> int:
+    """A counter bumped by every call that sets or removes a mask (on any model).
+
+    Code that caches masks (as :class:`MaskedStep` does) compares it to decide whether to re-read
+    them. Masks written into ``module._buffers`` by hand bypass it.
+    """
+    return _VERSION
+
+
+def _bump() -> None:
+    global _VERSION
+    _VERSION += 1
 
 
 def prunable_names(model: nn.Module) -> list[str]:
@@ -102,6 +125,8 @@ def set_masks(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
             mask = mask & old
         module.register_buffer(f"{attr}_mask", mask.clone(), persistent=False)
         p.mul_(mask)
+    if todo:
+        _bump()
 
 
 def _as_mask(name: str, mask) -> torch.Tensor:
@@ -122,6 +147,7 @@ def remove_masks(model: nn.Module) -> None:
     for module in model.modules():
         for key in [k for k in module._buffers if k.endswith("_mask")]:
             del module._buffers[key]
+    _bump()
 
 
 @torch.no_grad()
@@ -145,14 +171,21 @@ def _pairs(model_or_pairs) -> list[tuple[nn.Parameter, torch.Tensor]]:
 
 
 class MaskedStep:
-    """Wrap an optimiser so that ``step()`` keeps pruned weights at zero.
+    """Wrap an optimiser so that ``step()`` keeps pruned weights at zero, masks changing or not.
 
     Use in a user's own loop in place of the optimiser's ``step``::
 
         step = MaskedStep(optimizer, model)
         loss.backward(); step(); optimizer.zero_grad()
 
-    The (parameter, mask) pairs are gathered once at construction; build a new one after pruning.
+    Each call compares :func:`mask_version` with the one it last saw (an int compare) and, only when
+    it changed, re-reads the model's masks (:meth:`refresh`): a mask set or shrunk after the step was
+    built (by ``set_masks``, ``apply_plan``, ``prune``, e.g. from a training hook) is held from the
+    next step on. The optimiser state of every newly pruned entry is then zeroed so that nothing can
+    revive it: each state tensor shaped like the parameter (Adam/AdamW ``exp_avg``, ``exp_avg_sq``,
+    ``max_exp_avg_sq``; SGD ``momentum_buffer``; likewise Adagrad, RMSprop, ...) is multiplied by the
+    new mask. L-BFGS keeps flat curvature pairs over all parameters, which a mask cannot restrict:
+    its whole state (history, direction, step counter) is cleared, so it restarts as at its first step.
     """
 
     def __init__(self, optimizer: torch.optim.Optimizer, model: nn.Module) -> None:
@@ -160,11 +193,53 @@ class MaskedStep:
             raise SciPruneError(f"optimizer must be a torch.optim.Optimizer, got {type(optimizer).__name__}")
         _check_model(model)
         self.optimizer = optimizer
+        self.model = model
+        self._version = _VERSION
         # Multiplying by a mask in the parameter's own dtype is several times faster than by a bool
         # mask (measured in benchmarks/bench_mask_step.py), so the step keeps float copies.
-        self.pairs = [(p, m.to(p.dtype)) for p, m in mask_pairs(model)]
+        self._held = [(p, m, m.to(p.dtype)) for p, m in mask_pairs(model)]
+        self.pairs = [(p, f) for p, _, f in self._held]
+
+    def refresh(self) -> bool:
+        """Re-read the masks if any changed since the last look; True when this model's changed.
+
+        A parameter's float mask is rebuilt only when its mask buffer was replaced (``set_masks``
+        registers a new tensor for every mask it sets), and the optimiser state of that parameter
+        is masked (cleared for L-BFGS) at the same time.
+        """
+        if self._version == _VERSION:
+            return False
+        self._version = _VERSION
+        old = {id(p): (m, f) for p, m, f in self._held}
+        held, changed = [], []
+        for p, m in mask_pairs(self.model):
+            prev = old.get(id(p))
+            if prev is not None and prev[0] is m:
+                held.append((p, m, prev[1]))
+            else:
+                f = m.to(p.dtype)
+                held.append((p, m, f))
+                changed.append((p, f))
+        self._held = held
+        self.pairs = [(p, f) for p, _, f in held]
+        if changed:
+            self._mask_state(changed)
+        return bool(changed) or len(held) != len(old)
+
+    @torch.no_grad()
+    def _mask_state(self, changed: list[tuple[nn.Parameter, torch.Tensor]]) -> None:
+        """Zero the optimiser state of the pruned entries of the parameters in ``changed``."""
+        if isinstance(self.optimizer, torch.optim.LBFGS):
+            self.optimizer.state.clear()
+            return
+        for p, f in changed:
+            for key, v in self.optimizer.state.get(p, {}).items():
+                if key != "step" and isinstance(v, torch.Tensor) and v.shape == p.shape:
+                    v.mul_(f.to(v.dtype))
 
     def __call__(self, closure=None):
+        if self._version != _VERSION:
+            self.refresh()
         if closure is not None:
             def masked_closure():
                 loss = closure()
@@ -172,6 +247,8 @@ class MaskedStep:
                 return loss
 
             loss = self.optimizer.step(masked_closure)
+            if self._version != _VERSION:  # a mask set inside the closure (e.g. by a hook)
+                self.refresh()
         else:
             mask_grads(self.pairs)
             loss = self.optimizer.step()

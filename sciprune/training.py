@@ -2,7 +2,8 @@
 
 The data stay resident on the model's device; mini-batches are index slices drawn from a seeded
 generator, so a run is deterministic on CPU. Masks set by :mod:`sciprune.masks` are held at every
-step (gradients masked before, weights masked after).
+step (gradients masked before, weights masked after), including masks set or shrunk during the
+run by a training hook (:mod:`sciprune.hooks`).
 """
 
 from __future__ import annotations
@@ -19,7 +20,8 @@ from torch import nn
 from .batches import SEED_LIMIT, as_tensor, check_choice, check_pair, model_shapes
 from .data._types import TaskData
 from .errors import SciPruneError
-from .masks import MaskedStep
+from .hooks import FitState, resolve_hooks
+from .masks import MaskedStep, enforce, mask_version
 from .metrics import loss_fn
 
 __all__ = ["TrainConfig", "History", "fit", "evaluate_loss"]
@@ -160,6 +162,13 @@ def _check_fit_args(model, config, progress) -> None:
         raise SciPruneError(f"progress must be a callable or None, got {type(progress).__name__}")
 
 
+def _call(fns, state: FitState, step: MaskedStep) -> None:
+    """Run hooks for one event; after each, pick up any mask it changed (and mask optimiser state)."""
+    for fn in fns:
+        fn(state)
+        step.refresh()
+
+
 def fit(
     model: nn.Module,
     data,
@@ -168,14 +177,21 @@ def fit(
     loss: str | None = None,
     val: tuple | None = None,
     progress: Callable[[int, int, float, float], None] | None = None,
+    hooks: list | None = None,
 ) -> History:
     """Train ``model`` in place on ``data`` (a TaskData or ``(X, Y)``), holding any masks.
 
     ``loss`` defaults to ``mse`` for floating targets and ``cross_entropy`` for integer labels.
     ``val`` (X, Y) enables early stopping and the plateau schedule (a TaskData brings its own).
     ``progress(epoch, epochs, train_loss, val_loss)`` is called at each evaluation.
+    ``hooks``: objects with optional ``after_backward``, ``after_step``, ``end_of_epoch`` methods
+    taking a :class:`sciprune.hooks.FitState` (see :mod:`sciprune.hooks`); masks they set or shrink
+    are held from the next step on. With early stopping the best weights are restored and then
+    multiplied by the masks held at the end.
     """
     _check_fit_args(model, config, progress)
+    events = resolve_hooks(hooks)
+    on_backward, on_step, on_epoch = (events[e] for e in ("after_backward", "after_step", "end_of_epoch"))
     p0 = next(model.parameters())
     device, dtype = p0.device, p0.dtype
     shapes = model_shapes(model)
@@ -201,11 +217,17 @@ def fit(
     bs = n if config.batch_size is None else min(int(config.batch_size), n)
     hist = History()
     best, best_state, since_best = math.inf, None, 0
+    state = FitState(model=model, optimizer=opt, epochs=int(config.epochs)) if hooks else None
+    version = mask_version()
     model.train()
     for epoch in range(1, int(config.epochs) + 1):
+        if state is not None:
+            state.epoch, state.train_loss, state.val_loss = epoch, math.nan, math.nan
         order = torch.randperm(n, generator=gen).to(device) if bs < n else None
         running, seen = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device: no sync per step
         for s in range(0, n, bs):
+            if state is not None:
+                state.step += 1
             if order is None:
                 xb, yb = X, Y
             else:
@@ -216,6 +238,9 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 value = fn(model(xb), yb)
                 value.backward()
+                if on_backward:
+                    state.loss = value.detach()
+                    _call(on_backward, state, step)
                 return value
 
             if config.optimizer == "lbfgs":
@@ -225,10 +250,17 @@ def fit(
                 step()
             running += value.detach().to(torch.float64) * xb.shape[0]
             seen += xb.shape[0]
+            if on_step:
+                state.loss = value.detach()
+                _call(on_step, state, step)
+            if state is not None and state.stop:
+                break
         train_loss = float(running) / seen
         if not math.isfinite(train_loss):
             raise SciPruneError(f"training diverged at epoch {epoch} (loss {train_loss}); lower the learning rate")
-        if epoch % config.eval_every == 0 or epoch == config.epochs:
+        stop = state is not None and state.stop
+        early = False
+        if epoch % config.eval_every == 0 or epoch == config.epochs or stop:
             val_loss = evaluate_loss(model, Xv, Yv, loss) if Xv is not None else math.nan
             hist.epoch.append(epoch)
             hist.train_loss.append(train_loss)
@@ -243,8 +275,15 @@ def fit(
                 else:
                     since_best += config.eval_every
                 if config.patience is not None and since_best >= config.patience:
-                    hist.stopped_early = True
-                    break
+                    hist.stopped_early = early = True
+            if on_epoch:
+                state.train_loss, state.val_loss = train_loss, val_loss
+        if on_epoch:
+            state.train_loss = train_loss
+            _call(on_epoch, state, step)
+            stop = state.stop
+        if early or stop:
+            break
         if sched is not None:
             if config.schedule == "plateau":
                 if not math.isnan(hist.val_loss[-1] if hist.val_loss else math.nan):
@@ -253,5 +292,8 @@ def fit(
                 sched.step()
     if best_state is not None:
         model.load_state_dict(best_state)
+        if mask_version() != version:  # masks changed during the run: the restored weights obey them too
+            step.refresh()
+            enforce(step.pairs)
     model.eval()
     return hist

@@ -1,0 +1,99 @@
+"""Cost of training hooks in :func:`sciprune.fit`: one training step, three ways, same run.
+
+(a) ``no hooks``: ``fit(..., hooks=None)``, today's path (dense model, no masks);
+(b) ``empty list``: ``fit(..., hooks=[])``, which must cost nothing measurable (issue 10: <= 2%);
+(c) ``prune/100``: a hook that calls ``sciprune.prune(model, "magnitude", r)`` every ``--every``
+    (100) optimiser steps with r rising linearly to 0.9 over the run, the cost of a gradual (cubic
+    schedule) mask update, including the masked steps that follow (issue 10: <= 5% over (a)).
+
+Each repeat runs one full-batch ``fit`` of ``--steps`` epochs (= optimiser steps) of every version
+in turn, from the same initial weights (the order rotates between repeats); the table gives the
+median over repeats of ms/step and the median of the per-repeat ratios to (a). Cases: the
+PDEBench-style 2-40x6-1 tanh surrogate (MSE, batch 1024) and, with ``--lenet``, LeNet-300-100
+(cross-entropy, batch ``--batch``).
+
+Run:  python benchmarks/bench_fit_hooks.py --device cpu --threads 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+
+import torch
+from _common import setup, timed
+from torch import nn
+
+import sciprune
+
+VARIANTS = ("no hooks", "empty list", "prune/100")
+
+
+class RisingPrune:
+    """Every ``every`` steps prune by magnitude to a ratio rising linearly to ``final`` at ``total``."""
+
+    def __init__(self, every: int, total: int, final: float = 0.9) -> None:
+        self.every, self.total, self.final = every, total, final
+
+    def after_step(self, state) -> None:
+        if state.step % self.every == 0:
+            sciprune.prune(state.model, "magnitude", self.final * state.step / self.total)
+
+
+def bench_case(title: str, base: nn.Module, X, Y, *, steps: int, repeats: int, every: int, device) -> None:
+    cfg = sciprune.TrainConfig(lr=1e-4, epochs=steps)
+
+    def run(name: str) -> None:
+        model = copy.deepcopy(base)
+        hooks = {"no hooks": None, "empty list": [], "prune/100": [RisingPrune(every, steps)]}[name]
+        sciprune.fit(model, (X, Y), cfg, hooks=hooks)
+
+    for name in VARIANTS:  # warm-up
+        run(name)
+    times = {name: [] for name in VARIANTS}
+    for r in range(repeats):
+        for name in VARIANTS[r % 3 :] + VARIANTS[: r % 3]:
+            times[name].append(timed(lambda: run(name), device) / steps * 1e3)
+    print(f"\n{title}: batch {X.shape[0]}, {steps} full-batch steps per fit x {repeats} repeats, "
+          f"mask update every {every} steps")
+    print(f"{'version':<12} {'ms/step':>9} {'min':>8} {'max':>8} {'ratio':>7}")
+    for name in VARIANTS:
+        t = times[name]
+        ratio = statistics.median(a / b for a, b in zip(t, times["no hooks"]))
+        print(f"{name:<12} {statistics.median(t):9.4f} {min(t):8.4f} {max(t):8.4f} {ratio:7.3f}")
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    ap.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (CPU); default: torch's")
+    ap.add_argument("--steps", type=int, default=400, help="optimiser steps per fit")
+    ap.add_argument("--repeats", type=int, default=9, help="interleaved repeats; the median is reported")
+    ap.add_argument("--every", type=int, default=100, help="steps between mask updates in (c)")
+    ap.add_argument("--batch", type=int, default=1024, help="LeNet-300-100 batch size")
+    ap.add_argument("--lenet", action="store_true", help="also time LeNet-300-100 (slower)")
+    ap.add_argument("--seed", type=int, default=0)
+    args = ap.parse_args(argv)
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available; use --device cpu")
+    device, _ = setup(args)
+
+    g = torch.Generator().manual_seed(args.seed)
+    surrogate = sciprune.MLP(2, [40] * 6, 1, "tanh", seed=args.seed).to(device)
+    Xs = (torch.rand(1024, 2, generator=g) * 2 - 1).to(device)
+    Ys = torch.sin(3 * Xs[:, :1]) * torch.exp(-Xs[:, 1:])
+    bench_case("2-40x6-1 tanh surrogate (MSE)", surrogate, Xs, Ys, steps=args.steps, repeats=args.repeats,
+               every=args.every, device=device)
+
+    if not args.lenet:
+        return
+    lenet = sciprune.lenet_300_100(seed=args.seed).to(device)
+    X = torch.randn(args.batch, 784, generator=g).to(device)
+    Y = torch.randint(0, 10, (args.batch,), generator=g).to(device)
+    bench_case("LeNet-300-100 (cross-entropy)", lenet, X, Y, steps=args.steps, repeats=args.repeats,
+               every=args.every, device=device)
+
+
+if __name__ == "__main__":
+    main()
