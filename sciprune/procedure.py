@@ -19,7 +19,7 @@ from .pruning import PruneReport, apply_plan, plan
 from .schedules import Cubic, Iterative, OneShot, Schedule, check_target, parse_schedule
 from .selection import SCOPES
 
-__all__ = ["prune_scheduled"]
+__all__ = ["prune_scheduled", "GradualPruning"]
 
 
 def prune_scheduled(
@@ -48,7 +48,7 @@ def prune_scheduled(
     One-shot and multi-step need no training. Iterative needs ``train_between(model, level)``, called
     after each level but the last (the training after the last level is the caller's fine-tuning);
     with ``fraction`` and global scope its levels follow open_lth's count rule (ceil(f * remaining)
-    weights per level). Cubic prunes during training and needs training hooks (not yet available).
+    weights per level). Cubic prunes during training: use :class:`GradualPruning` as a hook of :func:`sciprune.fit`.
     ``on_step(model, k, report)``, if given, is called after step k is applied (before any training),
     e.g. to evaluate or record each step.
     Every argument is checked before the first scoring; a later step that fails leaves the steps done.
@@ -59,8 +59,9 @@ def prune_scheduled(
     schedule = parse_schedule(schedule)
     check_choice(scope, SCOPES, "scope")
     if isinstance(schedule, Cubic):
-        raise SciPruneError("schedule 'cubic' updates masks during training, which needs the training hooks "
-                            "of sciprune.fit (not yet available); use 'one-shot', 'multi-step' or 'iterative'")
+        raise SciPruneError("schedule 'cubic' updates masks during training: pass "
+                            "hooks=[sciprune.GradualPruning(method, target, data, schedule=...)] to sciprune.fit; "
+                            "prune_scheduled runs 'one-shot', 'multi-step' and 'iterative'")
     if isinstance(schedule, Iterative):
         if not callable(train_between):
             raise SciPruneError("schedule 'iterative' retrains between levels: pass train_between=f(model, level) "
@@ -86,3 +87,47 @@ def prune_scheduled(
         if train_between is not None and k < len(steps) - 1:
             train_between(model, k)
     return reports
+
+
+class GradualPruning:
+    """A :func:`sciprune.fit` hook that prunes during training under a :class:`~sciprune.schedules.Cubic`
+    schedule (Zhu & Gupta 2017): at the optimiser steps t0 + k dt (k = 0..n) the model is re-scored with
+    ``method`` and pruned to s_t = s_f + (s_i - s_f)(1 - (t - t0)/(n dt))^3, s_f = ``target``; masks only
+    shrink and are held from the next step on, with the optimiser state of newly pruned weights zeroed.
+
+    An update due at step 0 is made after the first optimiser step (s_i, usually 0). ``reports``: one
+    :class:`~sciprune.pruning.PruneReport` per update made, ``steps``: the optimiser step of each.
+    Training that ends before the last update raises :class:`SciPruneError` at its last epoch.
+    Other arguments as in :func:`prune_scheduled` (``scope``, ``compensate``, criterion options).
+    """
+
+    def __init__(self, method: str, target: float, data=None, *, schedule: Cubic | dict, scope: str = "global",
+                 compensate: bool | None = False, **options) -> None:
+        schedule = parse_schedule(schedule)
+        if not isinstance(schedule, Cubic):
+            raise SciPruneError(f"GradualPruning runs the 'cubic' schedule, got {schedule.name!r}; "
+                                "use prune_scheduled for the others")
+        self.schedule = schedule.resolve(target)
+        self.method, self.data, self.scope = method, data, check_choice(scope, SCOPES, "scope")
+        self.compensate, self.options = compensate, options
+        self.steps: list[int] = []
+        self.reports: list[PruneReport] = []
+        self._pending = list(zip(self.schedule.update_steps(), self.schedule.targets(target)))
+
+    def after_step(self, state) -> None:
+        """Make the update due at or before this step (the latest, if several are due)."""
+        due = [u for u in self._pending if u[0] <= state.step]
+        if not due:
+            return
+        del self._pending[: len(due)]
+        ratio = due[-1][1]
+        step_plan = plan(state.model, self.method, self.data, compensate=self.compensate, **self.options)
+        self.reports.append(apply_plan(state.model, step_plan, ratio, scope=self.scope))
+        self.steps.append(state.step)
+
+    def end_of_epoch(self, state) -> None:
+        if state.epoch >= state.epochs and self._pending:
+            raise SciPruneError(
+                f"schedule 'cubic': training ended at optimiser step {state.step} but its last mask update is "
+                f"at step {self._pending[-1][0]}; train longer or lower start_step, n_updates or every")
+

@@ -156,7 +156,7 @@ def _unchanged(fn):
 
 @pytest.mark.parametrize("call,needles", [
     (lambda m: prune_scheduled(m, "ec", 0.5, DATA, schedule=Cubic(n_updates=3, every=10)),
-     ["cubic", "during training", "hooks"]),
+     ["cubic", "during training", "GradualPruning"]),
     (lambda m: prune_scheduled(m, "ec", 0.5, DATA, schedule=Iterative(fraction=0.2, budget_epochs=1)),
      ["iterative", "train_between"]),
     (lambda m: prune_scheduled(m, "ec", 0.5, DATA, schedule=MultiStep(2), train_between=lambda m, k: None),
@@ -182,3 +182,53 @@ def test_schedule_as_dict_is_the_same_as_the_object():
     prune_scheduled(a, "ec", 0.7, DATA, schedule=MultiStep(3, "geometric"))
     prune_scheduled(b, "ec", 0.7, DATA, schedule={"kind": "multi-step", "steps": 3, "spacing": "geometric"})
     _assert_same(a, b)
+
+
+# --------------------------------------------------------------------------- cubic, during training
+class _Record:
+    """A hook recording, after every optimiser step, the masks and whether pruned weights are zero."""
+
+    def __init__(self):
+        self.masks, self.zero = [], True
+
+    def after_step(self, state):
+        masks = get_masks(state.model)
+        self.masks.append(masks)
+        params = dict(state.model.named_parameters())
+        self.zero &= all(bool((params[n][~m] == 0).all()) for n, m in masks.items())
+
+
+@pytest.mark.parametrize("method,scope", [("magnitude", "global"), ("gradient", "layer"), ("ec", "global")])
+def test_gradual_pruning_follows_the_cubic_schedule_during_training(method, scope):
+    """Updates at t0 + k dt exactly, each to s_t of Zhu & Gupta's closed form (rounded as selection
+    rounds), masks nested, pruned weights zero after every optimiser step, final sparsity the target."""
+    from sciprune import GradualPruning, TrainConfig, fit
+
+    cubic = Cubic(initial=0.1, start_step=6, n_updates=5, every=4)
+    hook, rec = GradualPruning(method, 0.8, DATA, schedule=cubic, scope=scope), _Record()
+    model = copy.deepcopy(DENSE)
+    fit(model, DATA, TrainConfig(epochs=40, lr=1e-2, seed=0), hooks=[hook, rec])
+    assert hook.steps == [6, 10, 14, 18, 22, 26]
+    s_f, span = 0.8, 5 * 4
+    expected = [s_f + (0.1 - s_f) * (1 - (t - 6) / span) ** 3 for t in hook.steps]
+    assert [r.ratio for r in hook.reports] == pytest.approx(expected, rel=0, abs=1e-15)
+    assert hook.reports[-1].ratio == 0.8
+    masks_at_updates = [rec.masks[t - 1] for t in hook.steps]
+    _check_steps(hook.reports, masks_at_updates, scope)
+    for earlier, later in zip(rec.masks, rec.masks[1:]):  # nested at every step, not only at updates
+        for name in earlier:
+            assert not (later[name] & ~earlier[name]).any()
+    assert rec.zero
+
+
+def test_gradual_pruning_refuses_training_too_short_and_other_schedules():
+    from sciprune import GradualPruning, TrainConfig, fit
+
+    hook = GradualPruning("magnitude", 0.5, DATA, schedule=Cubic(start_step=5, n_updates=10, every=10))
+    assert_raises_user_error(lambda: fit(copy.deepcopy(DENSE), DATA, TrainConfig(epochs=20), hooks=[hook]),
+                             "cubic", "step 20", "step 105")
+    assert_raises_user_error(lambda: GradualPruning("magnitude", 0.5, DATA, schedule=MultiStep(steps=2)),
+                             "cubic", "multi-step")
+    assert_raises_user_error(lambda: GradualPruning("magnitude", 1.5, DATA, schedule=Cubic(n_updates=2, every=1)),
+                             "target")
+
