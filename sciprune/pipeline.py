@@ -31,7 +31,8 @@ from .errors import ConfigError
 from .fingerprint import Fingerprint, HashCache, check_unchanged, data_fingerprint
 from .models import MLP, lenet_300_100
 from .outputs import child, prepare_output
-from .pruning import Planner, apply_plan
+from .planner import Planner
+from .pruning import apply_plan
 from .results import versions, write_dataset
 from .study_lock import HASH_CACHE_NAME, open_study
 from .tasks import LoadedTask, build_task, ensure_data

@@ -8,7 +8,7 @@ or ``prune(..., compensate=True)`` asks for elimination-compensation shifts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -20,7 +20,7 @@ from .masks import get_masks, prunable_names, set_masks, sparsity
 from .models import device_and_dtype
 from .selection import SCOPES, check_ratio, select
 
-__all__ = ["scores", "score_result", "prune", "PruneReport", "PrunePlan", "Planner", "plan", "apply_plan", "ec_shifts"]
+__all__ = ["scores", "score_result", "prune", "PruneReport", "PrunePlan", "plan", "apply_plan", "ec_shifts"]
 
 
 def score_result(
@@ -160,35 +160,6 @@ def plan(model: nn.Module, method: str, data=None, *, compensate: bool | None = 
         shifts = ec_shifts(model, data, names=list(result.scores), seed=options.get("seed", 0),
                            batch_size=options.get("batch_size"))
     return PrunePlan(method, result.scores, shifts or None)
-
-
-class Planner:
-    """Plans for one model, each method scored once: ``planner(method, compensate)`` -> :class:`PrunePlan`.
-
-    The variants of a method share its scores: ``compensate=False`` drops its shifts, ``True`` adds the
-    elimination-compensation shifts of the model (computed once, for all methods) when it has none.
-    ``options`` maps a method to its criterion options. Used by ``sciprune run`` and ``sciprune sweep``.
-    """
-
-    def __init__(self, model: nn.Module, data, *, seed: int = 0, options: dict[str, dict] | None = None) -> None:
-        _check_model(model)
-        self.model, self.data, self.seed, self.options = model, data, check_seed(seed), dict(options or {})
-        self._plans: dict[str, PrunePlan] = {}
-        self._ec_shifts: dict[str, torch.Tensor] | None = None
-
-    def __call__(self, method: str, compensate: bool | None = None) -> PrunePlan:
-        if compensate is not None and not isinstance(compensate, bool):
-            raise SciPruneError(f"compensate must be None (the criterion's own), True or False, got {compensate!r}")
-        if method not in self._plans:
-            self._plans[method] = plan(self.model, method, self.data, seed=self.seed, **self.options.get(method, {}))
-        base = self._plans[method]
-        if compensate is False:
-            return replace(base, shifts=None)
-        if compensate is True and not base.shifts:
-            if self._ec_shifts is None:
-                self._ec_shifts = ec_shifts(self.model, self.data, seed=self.seed)
-            return replace(base, shifts=self._ec_shifts)
-        return base
 
 
 def ec_shifts(model: nn.Module, data, *, names: list[str] | None = None, seed: int = 0,

@@ -58,7 +58,7 @@ def test_bad_scope_is_refused_before_scoring():
 
 
 def test_planner_scores_once_and_derives_variants():
-    from sciprune.pruning import Planner
+    from sciprune.planner import Planner
 
     dense = MLP(2, [8, 8], 1, "tanh", seed=1).double()
     data = _data()

@@ -23,7 +23,8 @@ from ..pipeline import (
     train_config,
     weight_count,
 )
-from ..pruning import Planner, apply_plan
+from ..planner import Planner
+from ..pruning import apply_plan
 from ..tasks import LoadedTask
 
 __all__ = ["dense_job", "prune_job", "scratch_job"]
@@ -64,7 +65,7 @@ def prune_job(case: Case, arch: str, level: float, seed: int, state: State,
     them ("pruned"), fine-tune them all as one ensemble on the shared task, evaluate ("finetuned").
 
     Each method scores the dense network once and its variants share the scores
-    (:class:`sciprune.pruning.Planner`, as in ``sciprune run``).
+    (:class:`sciprune.planner.Planner`, as in ``sciprune run``).
     """
     dev, dtype = _setup(case, device)
     loaded = load_task(case, level, seed, device=dev, dtype=dtype)

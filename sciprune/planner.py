@@ -1,0 +1,49 @@
+"""A study's scoring cache: each method scores a dense network once, its variants share the scores.
+
+A study prunes one dense network with several methods, each with and without elimination-compensation
+shifts, at several ratios. :class:`Planner` scores it once per method (:func:`sciprune.plan`) and
+derives the variants from those scores; ``sciprune run`` and ``sciprune sweep`` both use it, so their
+numbers agree. It is study orchestration, not a library entry point, hence its own module.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import torch
+from torch import nn
+
+from .batches import check_seed
+from .errors import SciPruneError
+from .pruning import PrunePlan, _check_model, ec_shifts, plan
+
+__all__ = ["Planner"]
+
+
+class Planner:
+    """Plans for one model, each method scored once: ``planner(method, compensate)`` -> :class:`PrunePlan`.
+
+    The variants of a method share its scores: ``compensate=False`` drops its shifts, ``True`` adds the
+    elimination-compensation shifts of the model (computed once, for all methods) when it has none.
+    ``options`` maps a method to its criterion options. Used by ``sciprune run`` and ``sciprune sweep``.
+    """
+
+    def __init__(self, model: nn.Module, data, *, seed: int = 0, options: dict[str, dict] | None = None) -> None:
+        _check_model(model)
+        self.model, self.data, self.seed, self.options = model, data, check_seed(seed), dict(options or {})
+        self._plans: dict[str, PrunePlan] = {}
+        self._ec_shifts: dict[str, torch.Tensor] | None = None
+
+    def __call__(self, method: str, compensate: bool | None = None) -> PrunePlan:
+        if compensate is not None and not isinstance(compensate, bool):
+            raise SciPruneError(f"compensate must be None (the criterion's own), True or False, got {compensate!r}")
+        if method not in self._plans:
+            self._plans[method] = plan(self.model, method, self.data, seed=self.seed, **self.options.get(method, {}))
+        base = self._plans[method]
+        if compensate is False:
+            return replace(base, shifts=None)
+        if compensate is True and not base.shifts:
+            if self._ec_shifts is None:
+                self._ec_shifts = ec_shifts(self.model, self.data, seed=self.seed)
+            return replace(base, shifts=self._ec_shifts)
+        return base
