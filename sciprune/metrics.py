@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import SciPruneError
+from .losses import torch_fn
 
 __all__ = ["mse", "rel_l2", "nrmse_field", "cross_entropy", "accuracy", "loss_fn"]
 
@@ -60,9 +61,5 @@ def accuracy(logits: torch.Tensor, labels: torch.Tensor) -> float:
 
 
 def loss_fn(name: str):
-    """The training loss by name: ``mse`` or ``cross_entropy``."""
-    if name == "mse":
-        return F.mse_loss
-    if name == "cross_entropy":
-        return F.cross_entropy
-    raise SciPruneError(f"loss must be 'mse' or 'cross_entropy', got {name!r}")
+    """The training loss by name: ``F.mse_loss`` (``mse``) or ``F.cross_entropy``; :func:`sciprune.losses.torch_fn`."""
+    return torch_fn(name)

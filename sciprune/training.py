@@ -22,7 +22,7 @@ from .data._types import TaskData
 from .errors import SciPruneError
 from .hooks import FitState, resolve_hooks
 from .masks import MaskedStep, enforce, mask_version
-from .metrics import loss_fn
+from . import losses
 
 __all__ = ["TrainConfig", "History", "fit", "evaluate_loss"]
 
@@ -129,7 +129,7 @@ def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
 @torch.no_grad()
 def evaluate_loss(model: nn.Module, X: torch.Tensor, Y: torch.Tensor, loss: str, *, batch_size: int = 65536) -> float:
     """Mean ``loss`` of ``model`` over (X, Y), evaluated in chunks without gradients."""
-    fn = loss_fn(loss)
+    fn = losses.torch_fn(loss)
     was = model.training
     model.eval()
     total = 0.0
@@ -198,9 +198,8 @@ def fit(
     X, Y, val, _ = _resolve(data, val)
     X, Y = check_pair(as_tensor(X, device=device, dtype=dtype, name="X"),
                       as_tensor(Y, device=device, dtype=dtype, name="Y"), shapes)
-    if loss is None:
-        loss = "mse" if Y.is_floating_point() else "cross_entropy"
-    fn = loss_fn(loss)
+    loss = losses.resolve(loss, Y)
+    fn = losses.torch_fn(loss)
     if val is not None and val[0] is not None and len(val[0]) > 0:
         Xv, Yv = check_pair(as_tensor(val[0], device=device, dtype=dtype, name="X_val"),
                             as_tensor(val[1], device=device, dtype=dtype, name="Y_val"), shapes, names=("X_val", "Y_val"))

@@ -12,18 +12,15 @@ does not depend on how the data are batched (per-batch absolute values would).
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 
-from ..errors import SciPruneError
+from .. import losses
 from ._registry import ScoreResult, register
 
 
 def _summed_loss(y: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, int]:
-    if Y.is_floating_point():
-        if Y.numel() != y.numel():
-            raise SciPruneError(f"targets of shape {tuple(Y.shape)} do not match outputs of shape {tuple(y.shape)}")
-        return F.mse_loss(y, Y.reshape(y.shape), reduction="sum"), y.numel()
-    return F.cross_entropy(y, Y.long().reshape(-1), reduction="sum"), y.shape[0]
+    """The batch's loss summed as ``reduction="sum"`` and the count the mean divides it by."""
+    loss = losses.loss_for_targets(Y)
+    return losses.value(loss, y, losses.targets(loss, y, Y), "sum"), losses.count(loss, y)
 
 
 @register("gradient", summary="|W * dL/dW|: first-order Taylor change of the training loss (full-batch gradient)",

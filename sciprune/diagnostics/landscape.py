@@ -23,9 +23,9 @@ import xarray as xr
 from torch import nn
 from torch.func import vmap
 
+from .. import losses
 from ..batches import Batches, as_batches
 from ..errors import SciPruneError
-from ..metrics import loss_fn
 from .psp import _Counts, _hidden_layers, _Layer, _pair_mean, _resolve_classes
 
 __all__ = ["loss_line", "loss_map", "plane_directions", "plane_axes", "MAX_POINTS"]
@@ -180,16 +180,9 @@ def _chain(children: list[tuple[str, nn.Module]], keep: set[int], params: dict[s
 
 
 def _loss_sum(out: torch.Tensor, Y: torch.Tensor, loss: str) -> tuple[torch.Tensor, int]:
-    """Summed loss of every point (out: (P, B, d)) and the count it is averaged over."""
-    P, B, d = out.shape
-    if loss == "mse":
-        if not Y.is_floating_point() or Y.reshape(B, -1).shape[1] != d or Y.shape[0] != B:
-            raise SciPruneError(f"loss 'mse' needs float targets of shape ({B}, {d}), got {Y.dtype} {tuple(Y.shape)}")
-        return (out - Y.reshape(B, d)).square().sum((1, 2), dtype=torch.float64), B * d
-    if Y.is_floating_point() or Y.reshape(-1).shape[0] != B:
-        raise SciPruneError(f"loss 'cross_entropy' needs integer labels of shape ({B},), got {Y.dtype} {tuple(Y.shape)}")
-    picked = out.log_softmax(-1).gather(-1, Y.reshape(1, B, 1).expand(P, B, 1).long())
-    return -picked.sum((1, 2), dtype=torch.float64), B
+    """Summed loss of every point (out: (P, B, d)), accumulated in float64, and the count it is averaged over."""
+    terms = losses.value(loss, out, losses.targets(loss, out, Y), "none")
+    return terms.sum(tuple(range(1, terms.ndim)), dtype=torch.float64), losses.count(loss, out)
 
 
 class _Evaluator:
@@ -208,8 +201,7 @@ class _Evaluator:
         self.rows = batch_size or max(64, _ELEMENTS_PER_PASS // (chunk * width))
         self.train = self._batches(data)
         Y0 = next(iter(self.train))[1]
-        self.loss = loss if loss is not None else ("mse" if Y0.is_floating_point() else "cross_entropy")
-        loss_fn(self.loss)  # validates the name
+        self.loss = losses.resolve(loss, Y0)
         self.relu = any(lay.relu for lay in self.layers)
         self.spec = _resolve_classes(self.train, None, n_bins) if self.relu else None
         self._fwd = vmap(lambda prm, x: _chain(self.children, {lay.index for lay in self.layers}, prm, x), in_dims=(0, None))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from .. import losses
 from ..criteria.ec import activation_backward
 from ..errors import SciPruneError
 
@@ -187,17 +188,9 @@ def _gradient_scores(template, P: dict, names: list[str], X, xs, Y, ys, M: int, 
             s = slice(start, min(N, start + rows))
             inputs, y = _forward(steps, P, _rows(X, xs, s, M), work)
             Yb = _rows(Y, ys, s, M)
-            if Yb.is_floating_point():
-                if Yb.numel() != y.numel():
-                    raise SciPruneError(f"targets of shape {tuple(Yb.shape[1:])} do not match outputs of "
-                                        f"shape {tuple(y.shape[1:])}")
-                dy = (y - Yb.reshape(y.shape)).mul_(2.0)
-                count += y[0].numel()
-            else:
-                lab = Yb.long().reshape(M, -1, 1)
-                dy = torch.softmax(y, dim=-1)
-                dy.scatter_(-1, lab, dy.gather(-1, lab) - 1.0)
-                count += y.shape[1]
+            name = losses.loss_for_targets(Yb)
+            dy = losses.out_grad(name, y, losses.targets(name, y, Yb), "sum")  # d(sum of losses)/dy
+            count += losses.count(name, y)
             for t, g in _backward(steps, P, inputs, y, dy.unsqueeze(1), lowest, work):
                 if t in at:
                     total[at[t]].add_(torch.bmm(g[:, 0].transpose(1, 2), inputs[t]))
