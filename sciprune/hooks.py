@@ -63,6 +63,12 @@ class FitState:
     val_loss: float = math.nan
     stop: bool = False
 
+    @property
+    def members(self) -> list[nn.Module]:
+        """``[model]``: so that one hook serves ``fit`` and the ensemble engine (whose state lists its
+        members)."""
+        return [self.model]
+
 
 def resolve_hooks(hooks) -> dict[str, list[Callable[[FitState], None]]]:
     """``hooks`` (None or a list of hook objects) as event -> bound methods, checked.

@@ -96,7 +96,8 @@ class GradualPruning:
     shrink and are held from the next step on, with the optimiser state of newly pruned weights zeroed.
 
     An update due at step 0 is made after the first optimiser step (s_i, usually 0). ``reports``: one
-    :class:`~sciprune.pruning.PruneReport` per update made, ``steps``: the optimiser step of each.
+    :class:`~sciprune.pruning.PruneReport` per update made (per update and member in the ensemble engine,
+    where every member is scored on ``data``), ``steps``: the optimiser step of each update.
     Training that ends before the last update raises :class:`SciPruneError` at its last epoch.
     Other arguments as in :func:`prune_scheduled` (``scope``, ``compensate``, criterion options).
     """
@@ -121,8 +122,9 @@ class GradualPruning:
             return
         del self._pending[: len(due)]
         ratio = due[-1][1]
-        step_plan = plan(state.model, self.method, self.data, compensate=self.compensate, **self.options)
-        self.reports.append(apply_plan(state.model, step_plan, ratio, scope=self.scope))
+        for model in state.members:  # one model under fit; every member of an ensemble (same data)
+            step_plan = plan(model, self.method, self.data, compensate=self.compensate, **self.options)
+            self.reports.append(apply_plan(model, step_plan, ratio, scope=self.scope))
         self.steps.append(state.step)
 
     def end_of_epoch(self, state) -> None:

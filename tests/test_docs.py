@@ -31,7 +31,8 @@ DOCS = ROOT / "docs"
 #: The public modules whose reference is generated from their docstrings (``::: module`` blocks).
 REFERENCED_MODULES = [
     "sciprune", "sciprune.data", "sciprune.curvature", "sciprune.diagnostics", "sciprune.ensemble",
-    "sciprune.sweep", "sciprune.metrics", "sciprune.errors", "sciprune.outputs",
+    "sciprune.sweep", "sciprune.metrics", "sciprune.errors", "sciprune.outputs", "sciprune.losses",
+    "sciprune.schedules", "sciprune.procedure", "sciprune.hooks",
 ]
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _FENCE = re.compile(r"^```.*?^```", re.S | re.M)

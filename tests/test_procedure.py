@@ -232,3 +232,22 @@ def test_gradual_pruning_refuses_training_too_short_and_other_schedules():
     assert_raises_user_error(lambda: GradualPruning("magnitude", 1.5, DATA, schedule=Cubic(n_updates=2, every=1)),
                              "target")
 
+
+
+def test_gradual_pruning_in_the_ensemble_engine_equals_fit_per_member():
+    """The same hook under ``fit_many`` prunes every member as ``fit`` prunes one model (same masks;
+    weights to the ensemble engine's usual 1e-12)."""
+    from sciprune import GradualPruning, TrainConfig, fit
+    from sciprune.ensemble import fit_many
+
+    cubic = Cubic(start_step=4, n_updates=4, every=3)
+    cfg = TrainConfig(epochs=20, lr=1e-2, seed=0)
+    members = [copy.deepcopy(DENSE) for _ in range(2)]
+    fit_many(members, DATA, cfg, hooks=[GradualPruning("magnitude", 0.7, DATA, schedule=cubic)])
+    alone = copy.deepcopy(DENSE)
+    fit(alone, DATA, cfg, hooks=[GradualPruning("magnitude", 0.7, DATA, schedule=cubic)])
+    for member in members:
+        assert {n: torch.equal(m, get_masks(alone)[n]) for n, m in get_masks(member).items()} == \
+            {n: True for n in get_masks(alone)}
+        for a, b in zip(member.parameters(), alone.parameters()):
+            assert torch.allclose(a, b, rtol=0, atol=1e-12)

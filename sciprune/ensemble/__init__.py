@@ -2,7 +2,8 @@
 
 Stacked parameters (``(M, *shape)`` per name), one batched forward, one optimiser step on the stacks;
 member by member the result equals :func:`sciprune.fit`. See :func:`fit_ensemble`; scoring and
-pruning of the members likewise: :func:`score_ensemble`, :func:`prune_ensemble`.
+pruning of the members likewise: :func:`score_ensemble`, :func:`prune_ensemble`. Training hooks see
+an :class:`EnsembleFitState` whose ``members`` are the member modules themselves.
 """
 
 from ._fit import (
@@ -10,8 +11,9 @@ from ._fit import (
     ENSEMBLE_SCHEDULES,
     evaluate_ensemble,
     fit_ensemble,
-    fit_many,
 )
+from ._hooks import EnsembleFitState
+from ._many import fit_many
 from ._memory import member_bytes, members_per_batch
 from ._prune import BATCHED_METHODS, prune_ensemble, score_ensemble
 from ._stack import (
@@ -25,7 +27,7 @@ from ._stack import (
 )
 
 __all__ = [
-    "fit_ensemble", "fit_many", "evaluate_ensemble",
+    "fit_ensemble", "fit_many", "evaluate_ensemble", "EnsembleFitState",
     "stack_models", "stack_masks", "unstack", "ensemble_forward", "is_plain_chain",
     "architecture_key", "group_by_architecture",
     "member_bytes", "members_per_batch",

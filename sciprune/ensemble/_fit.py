@@ -9,6 +9,12 @@ entry's gradient and state alone (Kingma & Ba 2015, Alg. 1; Loshchilov & Hutter 
 the bias corrections depend only on the step count, shared by all members), so ``torch.optim``
 stepping on the stacked tensors *is* M independent updates with the hyper-parameters of ``fit``.
 Masks are held as in :class:`sciprune.MaskedStep`: gradients masked before, weights after each step.
+
+Hooks (``hooks=[...]``, the events of :func:`sciprune.fit`) see an
+:class:`~sciprune.ensemble.EnsembleFitState` whose ``members`` are the member modules themselves,
+their parameters views of the stacked tensors during the run; masks a hook sets or shrinks on a
+member are held from the next step on, with the stacked optimiser state of newly pruned entries
+zeroed (design: :mod:`sciprune.ensemble._hooks`). Without hooks the loop is unchanged.
 """
 
 from __future__ import annotations
@@ -26,27 +32,33 @@ from torch import nn
 from ..batches import as_tensor
 from ..data._types import TaskData
 from ..errors import SciPruneError
+from .. import losses as _losses
+from ..hooks import resolve_hooks
 from ..masks import enforce, mask_grads
-from ..metrics import loss_fn
 from ..training import (
     History,
     TrainConfig,
     _make_optimizer,
     _make_scheduler,
     _resolve,
-    fit,
 )
-from ._memory import members_per_batch
+from ._hooks import (
+    EnsembleFitState,
+    StackedMasks,
+    alias_members,
+    call_hooks,
+    lend_grads,
+    release_members,
+    take_grads,
+)
 from ._stack import (
-    architecture_key,
     check_same_architecture,
     ensemble_forward,
-    stack_masks,
     stack_models,
     unstack,
 )
 
-__all__ = ["fit_ensemble", "evaluate_ensemble", "fit_many", "ENSEMBLE_OPTIMIZERS", "ENSEMBLE_SCHEDULES"]
+__all__ = ["fit_ensemble", "evaluate_ensemble", "ENSEMBLE_OPTIMIZERS", "ENSEMBLE_SCHEDULES"]
 
 ENSEMBLE_OPTIMIZERS = ("adam", "adamw", "sgd")
 ENSEMBLE_SCHEDULES = ("constant", "cosine", "step")
@@ -169,6 +181,8 @@ def fit_ensemble(
     progress: ProgressFn | None = None,
     forward: str = "auto",
     prefetch: bool | None = None,
+    hooks: list | None = None,
+    member_ids: Sequence[int] | None = None,
 ) -> list[History]:
     """Train ``models`` (M of one architecture) in place in one vectorised loop; one History each.
 
@@ -182,17 +196,29 @@ def fit_ensemble(
             (X (N, in), Y (N, out) float or (N,) int64 labels; N equal for all members).
         configs: one TrainConfig (default ``TrainConfig()``) or one per member; all fields but ``seed``
             must agree. Supported: adam/adamw/sgd, constant/cosine/step schedules, no early stopping
-            (else use ``sciprune.fit``, or :func:`fit_many`, which falls back to it).
+            (else use ``sciprune.fit``, or :func:`sciprune.ensemble.fit_many`, which falls back to it).
         loss: ``mse`` or ``cross_entropy``; default from the dtype of Y as in ``fit``.
         val: None, one ``(X, Y)`` shared, or a list of one per member (a TaskData brings its own).
         progress: ``progress(epoch, epochs, train_losses, val_losses)`` (lists over members) per evaluation.
         forward: ``auto``, ``bmm`` or ``vmap`` (see :func:`ensemble_forward`).
         prefetch: draw the next epoch's permutations on CPU threads while the device computes
             (default: on for non-CPU devices).
+        hooks: objects with optional ``after_backward``, ``after_step``, ``end_of_epoch`` methods,
+            called as by ``sciprune.fit`` once per event for the whole ensemble with an
+            :class:`EnsembleFitState` (``members``, ``indices``, ...); masks they set or shrink on a
+            member are held from the next step on.
+        member_ids: the labels hooks see as ``state.indices`` (default ``0..M-1``).
     """
     models = list(models)
     check_same_architecture(models)
     M = len(models)
+    events = resolve_hooks(hooks)
+    on_backward, on_step, on_epoch = (events[e] for e in ("after_backward", "after_step", "end_of_epoch"))
+    ids = list(range(M)) if member_ids is None else [int(i) for i in member_ids]
+    if len(ids) != M:
+        raise SciPruneError(f"member_ids must have one entry per member; got {len(ids)} for {M} members")
+    if hooks and len({id(m) for m in models}) != M:
+        raise SciPruneError("with hooks every member must be a distinct module; the same module was passed twice")
     cfg, seeds = _shared_config(configs, M)
     p0 = next(models[0].parameters())
     device, dtype = p0.device, p0.dtype
@@ -204,9 +230,7 @@ def fit_ensemble(
     n = X.shape[0] if xs else X.shape[1]
     if (Y.shape[0] if ys else Y.shape[1]) != n:
         raise SciPruneError(f"X and Y must have the same number of rows, got {n} and {Y.shape[0 if ys else 1]}")
-    if loss is None:
-        loss = "mse" if Y.is_floating_point() else "cross_entropy"
-    loss_fn(loss)  # validates the name
+    loss = _losses.resolve(loss, Y)
     has_val = [v is not None and v[0] is not None and len(v[0]) > 0 for v in (r[2] for r in resolved)]
     if any(has_val) and not all(has_val):
         raise SciPruneError("val must be given for every member or for none; got a validation set for some members")
@@ -216,8 +240,11 @@ def fit_ensemble(
 
     fwd = ensemble_forward(models[0], forward)
     params = stack_models(models, requires_grad=True)
-    pairs = [(params[k], m.to(device=device, dtype=dtype)) for k, m in stack_masks(models).items()]
+    held = StackedMasks(models, params)
     opt = _make_optimizer(list(params.values()), cfg)
+    state = EnsembleFitState(members=models, indices=ids, optimizer=opt, epochs=int(cfg.epochs),
+                             params=params) if hooks else None
+    saved: list = []
     sched = _make_scheduler(opt, cfg)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     bs = n if cfg.batch_size is None else min(int(cfg.batch_size), n)
@@ -250,7 +277,11 @@ def fit_ensemble(
     for m in models:
         m.train()
     try:
+        if state is not None:
+            alias_members(models, params, saved)
         for epoch in range(1, epochs + 1):
+            if state is not None:
+                state.start_epoch(epoch)
             order = None
             if bs < n:
                 k = (epoch - 1) % 2
@@ -262,8 +293,10 @@ def fit_ensemble(
                     copied[k].record()
                 if epoch < epochs:
                     pending = draw(1 - k)
-            running = torch.zeros(M, dtype=torch.float64, device=device)
+            running, seen = torch.zeros(M, dtype=torch.float64, device=device), 0
             for s in range(0, n, bs):
+                if state is not None:
+                    state.step += 1
                 if order is None:
                     xb, yb = _whole(X, xs, M), _whole(Y, ys, M)
                 else:
@@ -272,16 +305,28 @@ def fit_ensemble(
                 opt.zero_grad(set_to_none=True)
                 losses = _member_losses(loss, fwd(params, xb), yb)
                 losses.sum().backward()
-                mask_grads(pairs)
+                if on_backward:
+                    state.loss = losses.detach()
+                    lend_grads(models, params)
+                    call_hooks(on_backward, state, held)
+                    take_grads(models)
+                mask_grads(held.pairs)
                 opt.step()
-                enforce(pairs)
+                enforce(held.pairs)
                 running += losses.detach().to(torch.float64) * xb.shape[1]
-            train = (running / n).tolist()
+                seen += xb.shape[1]
+                if on_step:
+                    state.loss = losses.detach()
+                    call_hooks(on_step, state, held)
+                if state is not None and state.stop:
+                    break
+            train = (running / seen).tolist()
             bad = [i for i, v in enumerate(train) if not math.isfinite(v)]
             if bad:
                 raise SciPruneError(f"training diverged at epoch {epoch} for member(s) {bad} "
                                     f"(loss {[train[i] for i in bad]}); lower the learning rate")
-            if epoch % cfg.eval_every == 0 or epoch == epochs:
+            stop = state is not None and state.stop
+            if epoch % cfg.eval_every == 0 or epoch == epochs or stop:
                 if all(has_val):
                     for m in models:
                         m.eval()
@@ -298,11 +343,20 @@ def fit_ensemble(
                         best[i], h.best_epoch = vl[i], epoch
                 if progress is not None:
                     progress(epoch, epochs, train, vl)
+                if on_epoch:
+                    state.val_loss = vl
+            if on_epoch:
+                state.train_loss = train
+                call_hooks(on_epoch, state, held)
+                stop = state.stop
+            if stop:
+                break
             if sched is not None:
                 sched.step()
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
+        release_members(saved)
         unstack(params, models)
         for m in models:
             m.eval()
@@ -326,9 +380,7 @@ def evaluate_ensemble(models: Sequence[nn.Module], data, loss: str | None = None
     p0 = next(models[0].parameters())
     X, xs = _stack_rows([d[0] for d in datas], p0.device, p0.dtype, "X")
     Y, ys = _stack_rows([d[1] for d in datas], p0.device, p0.dtype, "Y")
-    if loss is None:
-        loss = "mse" if Y.is_floating_point() else "cross_entropy"
-    loss_fn(loss)
+    loss = _losses.resolve(loss, Y)
     modes = [m.training for m in models]
     for m in models:
         m.eval()
@@ -340,49 +392,3 @@ def evaluate_ensemble(models: Sequence[nn.Module], data, loss: str | None = None
         for m, was in zip(models, modes):
             m.train(was)
     return out.tolist()
-
-
-def fit_many(
-    models: Sequence[nn.Module],
-    data,
-    configs: TrainConfig | list[TrainConfig] | None = None,
-    *,
-    loss: str | None = None,
-    val=None,
-    max_members: int | None = None,
-    forward: str = "auto",
-) -> list[History]:
-    """Train any list of models: batches of one architecture, config (but seed) and data shape go
-    through :func:`fit_ensemble` (at most ``max_members`` at once, default :func:`members_per_batch`);
-    members the ensemble cannot train (L-BFGS, early stopping, plateau) go through ``sciprune.fit``.
-    Same arguments as :func:`fit_ensemble`; histories come back in the order of ``models``.
-    """
-    models = list(models)
-    M = len(models)
-    if M == 0:
-        raise SciPruneError("models must be a non-empty list of modules, got an empty list")
-    cfgs = _per_member(TrainConfig() if configs is None else configs, M, "configs", (TrainConfig,))
-    datas = _per_member(data, M, "data", (tuple, TaskData))
-    vals = _per_member(val, M, "val", (tuple,))
-    out: list[History | None] = [None] * M
-    groups: dict[tuple, list[int]] = {}
-    for i, (m, c, d) in enumerate(zip(models, cfgs, datas)):
-        if _unsupported(c) is not None:
-            out[i] = fit(m, d, c, loss=loss, val=vals[i])
-            continue
-        X = _resolve(d, vals[i])[0]
-        key = (architecture_key(m), replace(c, seed=0), tuple(X.shape))
-        groups.setdefault(key, []).append(i)
-    for idx in groups.values():
-        cfg = cfgs[idx[0]]
-        X = _resolve(datas[idx[0]], None)[0]
-        per = max_members or members_per_batch(models[idx[0]], int(X.shape[0]), cfg.batch_size,
-                                               optimizer=cfg.optimizer)
-        for s in range(0, len(idx), per):
-            part = idx[s : s + per]
-            hs = fit_ensemble([models[i] for i in part], [datas[i] for i in part], [cfgs[i] for i in part],
-                              loss=loss, val=[vals[i] for i in part] if val is not None else None,
-                              forward=forward)
-            for i, h in zip(part, hs):
-                out[i] = h
-    return out  # type: ignore[return-value]

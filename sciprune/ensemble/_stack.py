@@ -92,17 +92,26 @@ def stack_masks(models: Sequence[nn.Module]) -> dict[str, torch.Tensor]:
     """
     out = {}
     for name, p0 in models[0].named_parameters():
-        mod_name, _, attr = name.rpartition(".")
-        found = []
-        for m in models:
-            owner = m.get_submodule(mod_name) if mod_name else m
-            found.append(owner._buffers.get(f"{attr}_mask"))
+        found = mask_buffers(models, name)
         if all(f is None for f in found):
             continue
-        out[name] = torch.stack(
-            [f.to(torch.bool) if f is not None else torch.ones_like(p0, dtype=torch.bool) for f in found]
-        )
+        out[name] = stack_mask(found, p0)
     return out
+
+
+def mask_buffers(models: Sequence[nn.Module], name: str) -> tuple[torch.Tensor | None, ...]:
+    """Each member's mask buffer of parameter ``name`` (the tensor object itself; None where unmasked)."""
+    mod_name, _, attr = name.rpartition(".")
+    found = []
+    for m in models:
+        owner = m.get_submodule(mod_name) if mod_name else m
+        found.append(owner._buffers.get(f"{attr}_mask"))
+    return tuple(found)
+
+
+def stack_mask(found: Sequence[torch.Tensor | None], p0: torch.Tensor) -> torch.Tensor:
+    """``(M, *p0.shape)`` bool stack of per-member masks; all-True for a member without one."""
+    return torch.stack([f.to(torch.bool) if f is not None else torch.ones_like(p0, dtype=torch.bool) for f in found])
 
 
 @torch.no_grad()
