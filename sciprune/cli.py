@@ -152,13 +152,15 @@ def _is_classification_h5(path: str) -> bool:
 @click.option("--lr", default=1e-3, show_default=True, type=float)
 @click.option("--epochs", default=1000, show_default=True, type=int)
 @click.option("--batch-size", default=None, type=int, help="Mini-batch size (default: full batch).")
-@click.option("--schedule", default="constant", show_default=True, type=click.Choice(["constant", "cosine", "step", "plateau"]))
+@click.option("--lr-schedule", "--schedule", "lr_schedule", default="constant", show_default=True,
+              type=click.Choice(["constant", "cosine", "step", "plateau"]),
+              help="Learning-rate schedule (--schedule is its old name).")
 @click.option("--patience", default=None, type=int, help="Early stopping patience in epochs.")
 @click.option("--seed", default=0, show_default=True, type=SEED)
 @click.option("--device", default="cpu", show_default=True, help=DEVICE_HELP)
 @click.option("--out", "out", required=True, type=PathArg(), help="Directory of the saved model (.sciprune).")
 def train(data_arg, sample, generate_nx, split, noise_kind, noise_level, model_kind, widths, activation, optimizer,
-          lr, epochs, batch_size, schedule, patience, seed, device, out) -> None:
+          lr, epochs, batch_size, lr_schedule, patience, seed, device, out) -> None:
     """Train a dense network and save it as a portable surrogate."""
     from .config import ModelSpec, NoiseSpec, TrainSpec
     from .devices import resolve_device
@@ -171,7 +173,7 @@ def train(data_arg, sample, generate_nx, split, noise_kind, noise_level, model_k
     mspec = validated(ModelSpec, kind=model_kind, widths=_ints(widths), activation=activation,
                        _names={"kind": "--model"})
     tspec = validated(TrainSpec, optimizer=optimizer, lr=lr, epochs=epochs, batch_size=batch_size,
-                       schedule=schedule, patience=patience)
+                       lr_schedule=lr_schedule, patience=patience)
     validated(NoiseSpec, kind=noise_kind, levels=[noise_level], _names={"kind": "--noise", "levels": "--noise-level"})
     dev = resolve_device(device)
     prepare_model_out(out)

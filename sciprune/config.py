@@ -203,11 +203,19 @@ class TrainSpec(_Frozen):
     batch_size: Optional[int] = Field(None, ge=1, le=MAX_BATCH)
     weight_decay: float = Field(0.0, ge=0)
     momentum: float = Field(0.9, ge=0)
-    schedule: Literal["constant", "cosine", "step", "plateau"] = "constant"
+    lr_schedule: Literal["constant", "cosine", "step", "plateau"] = "constant"
     step_size: Epochs = 100
     gamma: float = Field(0.5, gt=0, lt=1)
     patience: Optional[Epochs] = None
     eval_every: Epochs = 1
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data):
+        if isinstance(data, dict) and "schedule" in data:
+            raise ValueError("'schedule' was renamed 'lr_schedule' (the learning-rate schedule); "
+                             f"write lr_schedule = {data['schedule']!r}")
+        return data
 
     @model_validator(mode="after")
     def _trainable(self):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import InitVar, asdict, dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -27,7 +27,7 @@ from . import losses
 __all__ = ["TrainConfig", "History", "fit", "evaluate_loss"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs")
-SCHEDULES = ("constant", "cosine", "step", "plateau")
+LR_SCHEDULES = ("constant", "cosine", "step", "plateau")
 #: The most epochs one run may ask for: far beyond any real budget, it catches typos like 1e9.
 MAX_EPOCHS = 10**7
 
@@ -52,7 +52,8 @@ def _number(value, what: str, *, positive: bool = False) -> float:
 class TrainConfig:
     """Training settings. ``epochs`` counts passes over the training set.
 
-    ``schedule``: ``constant``; ``cosine`` (to 0 over the run); ``step`` (x ``gamma`` every
+    ``lr_schedule`` (the learning-rate schedule; pruning schedules are :mod:`sciprune.schedules`):
+    ``constant``; ``cosine`` (to 0 over the run); ``step`` (x ``gamma`` every
     ``step_size`` epochs); ``plateau`` (x ``gamma`` after ``step_size`` epochs without validation
     improvement). ``patience``: early stopping after that many epochs without validation improvement,
     restoring the best weights (None: off). ``batch_size`` None means full batch.
@@ -64,16 +65,20 @@ class TrainConfig:
     batch_size: int | None = None
     weight_decay: float = 0.0
     momentum: float = 0.9
-    schedule: str = "constant"
+    lr_schedule: str = "constant"
     step_size: int = 100
     gamma: float = 0.5
     patience: int | None = None
     seed: int = 0
     eval_every: int = 1
+    schedule: InitVar[str | None] = None  # the old name of lr_schedule: refused with the new name
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, schedule: str | None) -> None:
+        if schedule is not None:
+            raise SciPruneError(f"TrainConfig's schedule was renamed lr_schedule (the learning-rate schedule), "
+                                f"got schedule={schedule!r}; pruning schedules are sciprune.schedules")
         check_choice(self.optimizer, OPTIMIZERS, "optimizer")
-        check_choice(self.schedule, SCHEDULES, "schedule")
+        check_choice(self.lr_schedule, LR_SCHEDULES, "lr_schedule")
         _number(self.lr, "lr", positive=True)
         _integer(self.epochs, "epochs", lo=0, hi=MAX_EPOCHS)
         _integer(self.batch_size, "batch_size", lo=1, none_ok=True)
@@ -116,11 +121,11 @@ def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
-    if cfg.schedule == "cosine":
+    if cfg.lr_schedule == "cosine":
         return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(cfg.epochs), 1))
-    if cfg.schedule == "step":
+    if cfg.lr_schedule == "step":
         return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
-    if cfg.schedule == "plateau":
+    if cfg.lr_schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(  # torch reduces after patience + 1 bad epochs; the documented rule is step_size
             opt, factor=cfg.gamma, patience=cfg.step_size - 1)
     return None
@@ -205,7 +210,7 @@ def fit(
                             as_tensor(val[1], device=device, dtype=dtype, name="Y_val"), shapes, names=("X_val", "Y_val"))
     else:
         Xv = Yv = None
-    if (config.patience is not None or config.schedule == "plateau") and Xv is None:
+    if (config.patience is not None or config.lr_schedule == "plateau") and Xv is None:
         raise SciPruneError("early stopping and the plateau schedule need a validation set")
 
     opt = _make_optimizer(model.parameters(), config)
@@ -284,7 +289,7 @@ def fit(
         if early or stop:
             break
         if sched is not None:
-            if config.schedule == "plateau":
+            if config.lr_schedule == "plateau":
                 if not math.isnan(hist.val_loss[-1] if hist.val_loss else math.nan):
                     sched.step(hist.val_loss[-1])
             else:

@@ -91,12 +91,12 @@ def _run_both(models, datas, cfgs, *, val=None, loss=None, **kw):
 
 
 CASES = {
-    "adam-cosine-minibatch": dict(optimizer="adam", lr=1e-2, schedule="cosine", batch_size=20),
+    "adam-cosine-minibatch": dict(optimizer="adam", lr=1e-2, lr_schedule="cosine", batch_size=20),
     "adam-constant-fullbatch": dict(optimizer="adam", lr=1e-2),
     "adamw-wd-minibatch": dict(optimizer="adamw", lr=1e-2, weight_decay=0.05, batch_size=32),
-    "adam-l2-step": dict(optimizer="adam", lr=1e-2, weight_decay=1e-3, batch_size=40, schedule="step", step_size=2),
+    "adam-l2-step": dict(optimizer="adam", lr=1e-2, weight_decay=1e-3, batch_size=40, lr_schedule="step", step_size=2),
     "sgd-momentum-minibatch": dict(optimizer="sgd", lr=0.05, momentum=0.9, weight_decay=1e-3, batch_size=25),
-    "sgd-momentum-fullbatch-cosine": dict(optimizer="sgd", lr=0.1, momentum=0.8, schedule="cosine"),
+    "sgd-momentum-fullbatch-cosine": dict(optimizer="sgd", lr=0.1, momentum=0.8, lr_schedule="cosine"),
 }
 
 
@@ -282,8 +282,8 @@ def test_error_unsupported_training():
         fit_ensemble(models, datas, TrainConfig(optimizer="lbfgs", epochs=1))
     with pytest.raises(SciPruneError, match="early stopping.*sciprune.fit"):
         fit_ensemble(models, datas, TrainConfig(epochs=1, patience=3), val=val)
-    with pytest.raises(SciPruneError, match="schedule 'plateau'.*sciprune.fit"):
-        fit_ensemble(models, datas, TrainConfig(epochs=1, schedule="plateau"), val=val)
+    with pytest.raises(SciPruneError, match="lr_schedule 'plateau'.*sciprune.fit"):
+        fit_ensemble(models, datas, TrainConfig(epochs=1, lr_schedule="plateau"), val=val)
 
 
 def test_error_mismatched_inputs():

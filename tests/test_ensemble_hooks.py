@@ -147,7 +147,7 @@ def test_pruning_hook_every_10_steps_holds_every_member_at_zero(opt):
 
 
 @pytest.mark.parametrize("opt", [dict(optimizer="adam", batch_size=8), dict(optimizer="adamw", weight_decay=1e-2),
-                                 dict(optimizer="sgd", momentum=0.9, batch_size=12, schedule="cosine")])
+                                 dict(optimizer="sgd", momentum=0.9, batch_size=12, lr_schedule="cosine")])
 def test_ensemble_with_pruning_hook_equals_per_member_fit(opt):
     M = 3
     final = [0.2, 0.5, 0.7]

@@ -79,6 +79,7 @@ TRAIN = [
     (["--activation", "swish"], ["--activation", "swish"]),
     (["--optimizer", "rmsprop"], ["--optimizer", "rmsprop"]),
     (["--schedule", "warmup"], ["--schedule", "warmup"]),
+    (["--lr-schedule", "warmup"], ["--lr-schedule", "warmup"]),
     (["--model", "cnn"], ["--model", "cnn"]),
 ]
 

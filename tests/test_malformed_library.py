@@ -260,7 +260,8 @@ TRAIN_CONFIG = [
     ("momentum-negative", dict(momentum=-0.1), ["momentum", "-0.1"]),
     ("patience-zero", dict(patience=0), ["patience", "0"]),
     ("optimizer", dict(optimizer="rmsprop"), ["optimizer", "rmsprop"]),
-    ("schedule", dict(schedule="warmup"), ["schedule", "warmup"]),
+    ("lr_schedule", dict(lr_schedule="warmup"), ["lr_schedule", "warmup"]),
+    ("schedule-renamed", dict(schedule="cosine"), ["renamed lr_schedule"]),
 ]
 
 MASKS = [
@@ -375,7 +376,7 @@ TENSOR = torch.zeros(3, 3)
 @pytest.mark.parametrize("fn,needles", [
     pytest.param(lambda: sciprune.prune(_fresh(), "magnitude", 0.5, (X, Y), scope=ARRAY), ["scope"], id="scope-array"),
     pytest.param(lambda: sciprune.TrainConfig(optimizer=ARRAY), ["optimizer"], id="optimizer-array"),
-    pytest.param(lambda: sciprune.TrainConfig(schedule=ARRAY), ["schedule"], id="schedule-array"),
+    pytest.param(lambda: sciprune.TrainConfig(lr_schedule=ARRAY), ["lr_schedule"], id="lr-schedule-array"),
     pytest.param(lambda: sciprune.TrainConfig(lr=TENSOR), ["lr", "tensor"], id="lr-tensor"),
     pytest.param(lambda: sciprune.MLP(2, [4], 1, TENSOR), ["activation"], id="activation-tensor"),
     pytest.param(lambda: sciprune.prune(_fresh(), TENSOR, 0.5, (X, Y)), ["method"], id="method-tensor"),

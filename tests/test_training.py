@@ -11,6 +11,7 @@ from torch import nn
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 
 import sciprune
+import sciprune.metrics
 from sciprune.errors import SciPruneError
 from sciprune.models import ACTIVATIONS, Sine, linear_chain
 import sciprune.training
@@ -174,7 +175,7 @@ CLOSED_FORM = {  # the rate used in epoch e = 1..EPOCHS (TrainConfig's docstring
 @pytest.mark.parametrize("schedule", sorted(CLOSED_FORM))
 def test_schedule_rates_follow_the_closed_form(schedule, optimizer):
     X, Y = _regression()
-    cfg = TrainConfig(optimizer=optimizer, lr=LR, epochs=EPOCHS, schedule=schedule, step_size=STEP_SIZE,
+    cfg = TrainConfig(optimizer=optimizer, lr=LR, epochs=EPOCHS, lr_schedule=schedule, step_size=STEP_SIZE,
                       gamma=GAMMA, batch_size=64)
     with _recorded_lrs() as lrs:
         fit(sciprune.MLP(2, [8], 1, seed=0), (X, Y), cfg)
@@ -192,7 +193,7 @@ def _scripted_validation(monkeypatch, values: list[float]) -> None:
 def _plateau_run(monkeypatch, values: list[float], step_size: int) -> list[float]:
     _scripted_validation(monkeypatch, values)
     X, Y = _regression(32)
-    cfg = TrainConfig(lr=LR, epochs=len(values), schedule="plateau", step_size=step_size, gamma=GAMMA)
+    cfg = TrainConfig(lr=LR, epochs=len(values), lr_schedule="plateau", step_size=step_size, gamma=GAMMA)
     with _recorded_lrs() as lrs:
         fit(sciprune.MLP(2, [4], 1, seed=0), (X, Y), cfg, val=_regression(8, seed=1))
     return _per_epoch(lrs, steps=1)
@@ -236,7 +237,7 @@ def test_taskdata_input():
 @pytest.mark.parametrize(
     "kwargs",
     [
-        {"optimizer": "rmsprop"}, {"schedule": "exponential"}, {"lr": 0.0}, {"lr": -1e-3},
+        {"optimizer": "rmsprop"}, {"lr_schedule": "exponential"}, {"lr": 0.0}, {"lr": -1e-3},
         {"lr": float("nan")}, {"lr": float("inf")}, {"epochs": -1}, {"batch_size": 0},
         {"weight_decay": -0.1}, {"weight_decay": float("nan")}, {"patience": 0}, {"eval_every": 0},
         {"momentum": -0.5}, {"step_size": 0}, {"gamma": 0.0}, {"gamma": 1.5}, {"gamma": float("nan")},
@@ -260,7 +261,7 @@ def test_bad_fit_inputs_raise():
     with pytest.raises(SciPruneError, match="validation"):
         fit(model, (X, Y), TrainConfig(epochs=2, patience=2))
     with pytest.raises(SciPruneError, match="validation"):
-        fit(model, (X, Y), TrainConfig(epochs=2, schedule="plateau"))
+        fit(model, (X, Y), TrainConfig(epochs=2, lr_schedule="plateau"))
     with pytest.raises(SciPruneError, match="rows"):
         fit(model, (X, Y[:-1]), TrainConfig(epochs=1))
     with pytest.raises(SciPruneError, match="loss"):

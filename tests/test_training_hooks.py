@@ -146,7 +146,7 @@ def test_empty_hook_list_is_bitwise_the_same(optimizer):
     Xv, Yv = _data(10, seed=1)
     cfg = TrainConfig(optimizer=optimizer, lr=0.5 if optimizer == "lbfgs" else 1e-2, epochs=6,
                       batch_size=None if optimizer == "lbfgs" else 16, weight_decay=1e-3, patience=3,
-                      schedule="step", step_size=2)
+                      lr_schedule="step", step_size=2)
     runs = []
     for hooks in (None, [], [Noop()]):
         model = _model(seed=2)

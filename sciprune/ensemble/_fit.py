@@ -83,8 +83,8 @@ def _per_member(obj, M: int, what: str, shared_types: tuple) -> list:
 def _unsupported(cfg: TrainConfig) -> str | None:
     if cfg.optimizer not in ENSEMBLE_OPTIMIZERS:
         return f"optimizer {cfg.optimizer!r} (supported: {', '.join(ENSEMBLE_OPTIMIZERS)})"
-    if cfg.schedule not in ENSEMBLE_SCHEDULES:
-        return f"schedule {cfg.schedule!r} (supported: {', '.join(ENSEMBLE_SCHEDULES)})"
+    if cfg.lr_schedule not in ENSEMBLE_SCHEDULES:
+        return f"lr_schedule {cfg.lr_schedule!r} (supported: {', '.join(ENSEMBLE_SCHEDULES)})"
     if cfg.patience is not None:
         return "early stopping (patience)"
     return None
