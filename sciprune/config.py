@@ -236,6 +236,9 @@ class PruneSpec(_Frozen):
     (``<method>-noshift``), so a study can separate better ranking from bias correction.
     ``snapshot_ratio``: the ratio whose fine-tuned networks are drawn in ``fields*.png`` (default:
     the highest). ``options.<method>``: the method's criterion options (``sciprune methods``).
+    ``schedule``: a table ``{kind = "one-shot"}`` (default) or ``{kind = "multi-step", steps = n,
+    spacing = "linear" | "geometric"}`` (:mod:`sciprune.schedules`): each ratio is reached in those
+    steps, re-scored at the partly pruned network, before fine-tuning.
     """
 
     methods: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
@@ -245,6 +248,22 @@ class PruneSpec(_Frozen):
     compensate: list[str] = Field(default_factory=list)
     no_compensate: list[str] = Field(default_factory=list)
     snapshot_ratio: Optional[float] = None
+    schedule: dict = Field(default_factory=lambda: {"kind": "one-shot"})
+
+    @field_validator("schedule", mode="before")
+    @classmethod
+    def _schedule(cls, v):
+        from .errors import SciPruneError
+        from .schedules import parse_schedule
+
+        try:
+            sched = parse_schedule(v)
+        except SciPruneError as err:
+            raise ValueError(str(err)) from None
+        if sched.needs_training:
+            raise ValueError(f"schedule {sched.name!r} trains between or during its steps, which studies do not run "
+                             "yet; use 'one-shot' or 'multi-step' here, or the library (prune_scheduled, GradualPruning)")
+        return sched.to_dict()
 
     @property
     def variants(self) -> list[tuple[str, str, Optional[bool]]]:

@@ -15,7 +15,6 @@ numbers; every file written with a name from the case stays under the output fol
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import time
 from pathlib import Path
@@ -31,8 +30,7 @@ from .errors import ConfigError
 from .fingerprint import Fingerprint, HashCache, check_unchanged, data_fingerprint
 from .models import MLP, lenet_300_100
 from .outputs import child, prepare_output
-from .planner import Planner
-from .pruning import apply_plan
+from .planner import Planner, pruned_copy
 from .results import versions, write_dataset
 from .study_lock import HASH_CACHE_NAME, open_study
 from .tasks import LoadedTask, build_task, ensure_data
@@ -360,11 +358,10 @@ def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype,
     planner = Planner(dense, task, seed=seed, options=case.prune.options)  # one scoring per method
     for k, (label, method, compensate) in enumerate(variants):
         bar.set_postfix_str(f"{where} {label} scoring")
-        variant_plan = planner(method, compensate)
         for r, ratio in enumerate(ratios):
             bar.set_postfix_str(f"{where} {label} r={ratio:g}")
-            model = copy.deepcopy(dense)
-            report = apply_plan(model, variant_plan, ratio, scope=case.prune.scope)
+            model, report = pruned_copy(planner, method, compensate, ratio, scope=case.prune.scope,
+                                        schedule=case.prune.schedule)
             for m, v in evaluate(model, loaded).items():
                 res[m][k, r, 0] = v
             fit(model, task, train_config(case.finetune, seed), progress=_epochs(bar, f"{where} {label} r={ratio:g} fine-tune"))

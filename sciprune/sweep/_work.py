@@ -8,7 +8,6 @@ gives the numbers of ``sciprune run`` up to float rounding.
 
 from __future__ import annotations
 
-import copy
 
 import torch
 
@@ -23,8 +22,7 @@ from ..pipeline import (
     train_config,
     weight_count,
 )
-from ..planner import Planner
-from ..pruning import apply_plan
+from ..planner import Planner, pruned_copy
 from ..tasks import LoadedTask
 
 __all__ = ["dense_job", "prune_job", "scratch_job"]
@@ -75,9 +73,8 @@ def prune_job(case: Case, arch: str, level: float, seed: int, state: State,
     planner = Planner(dense, task, seed=seed, options=case.prune.options)
     copies, out = [], []
     for label, method, compensate, ratio in runs:
-        variant_plan = planner(method, compensate)
-        model = copy.deepcopy(dense)
-        report = apply_plan(model, variant_plan, ratio, scope=case.prune.scope)
+        model, report = pruned_copy(planner, method, compensate, ratio, scope=case.prune.scope,
+                                    schedule=case.prune.schedule)
         out.append({"pruned": evaluate(model, loaded), "sparsity": float(report.achieved)})
         copies.append(model)
     if copies:
