@@ -49,7 +49,7 @@ def save_model(model, out, task, provenance) -> None:
 
 def prepare_model_out(out: str) -> None:
     """Check, before any work, that a surrogate can be saved at ``out`` (an existing one is replaced)."""
-    from .surrogate import _as_path, _check_replaceable
+    from ._surrogate_files import _as_path, _check_replaceable
 
     _check_replaceable(_as_path(out, "--out"))
 
