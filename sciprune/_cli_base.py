@@ -7,8 +7,12 @@ from __future__ import annotations
 import click
 
 from .errors import SciPruneError
+from .checks import SEED_LIMIT
 
-__all__ = ["UserError", "Group", "PathArg"]
+__all__ = ["UserError", "Group", "PathArg", "SEED"]
+
+#: The type of every --seed option: integers in [0, 2**32).
+SEED = click.IntRange(0, SEED_LIMIT - 1)
 
 
 class UserError(click.ClickException):

@@ -4,7 +4,6 @@ rebuilt in the model's OWN stored scaling so that every metric is of the network
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import click
@@ -54,33 +53,25 @@ def prepare_model_out(out: str) -> None:
     _check_replaceable(_as_path(out, "--out"))
 
 
-@contextlib.contextmanager
 def output_folder(folder: Path, what: str = "--out"):
-    """``prepare_output(folder, is_dir=True)`` before the work; when the work fails, the folders it
-    created are removed again if still empty, so a failed command leaves the disk as it was."""
-    from .outputs import prepare_output
+    """The output folder of a model command, removed again if the command fails
+    (:func:`sciprune.outputs.output_or_nothing`)."""
+    from .outputs import output_or_nothing
 
-    created, p = [], Path(folder)
-    while not p.exists() and not p.is_symlink() and p != p.parent:
-        created.append(p)
-        p = p.parent
-    path = prepare_output(folder, is_dir=True, what=what)
-    try:
-        yield path
-    except BaseException:
-        for q in created:  # deepest first
-            try:
-                q.rmdir()
-            except OSError:
-                break
-        raise
+    return output_or_nothing(folder, is_dir=True, what=what)
+
+
+_HASHES = None  # the process's in-memory HashCache: a command that checks and records a hash reads the file once
 
 
 def data_hash(spec) -> dict:
     """``{"data_sha256": ...}``: the content hash of the data ``spec`` reads, recorded with every model."""
-    from .fingerprint import data_fingerprint
+    global _HASHES
+    from .fingerprint import HashCache, data_fingerprint
 
-    return {"data_sha256": data_fingerprint(spec).sha256}
+    if _HASHES is None:
+        _HASHES = HashCache(None)
+    return {"data_sha256": data_fingerprint(spec, cache=_HASHES).sha256}
 
 
 def reload_task(surrogate, device, *, where: str = "the model", rescale: bool = False):
@@ -93,6 +84,7 @@ def reload_task(surrogate, device, *, where: str = "the model", rescale: bool = 
     """
     from dataclasses import replace
 
+    from .checks import check_seed
     from .config import DataSpec, NoiseSpec
     from .tasks import build_task
 
@@ -106,8 +98,7 @@ def reload_task(surrogate, device, *, where: str = "the model", rescale: bool = 
         raise UserError(f"{where}: key 'provenance.noise' must be an object with 'kind' and 'level', got {noise!r}")
     validated(NoiseSpec, kind=noise["kind"], levels=[noise["level"]], _origin=f"{where}: key provenance.noise")
     seed = prov.get("seed", 0)
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise UserError(f"{where}: key 'provenance.seed' must be an integer in [0, 2**32), got {seed!r}")
+    check_seed(seed, f"{where}: key 'provenance.seed'")
     problems = []
     recorded = prov.get("data_sha256")
     if recorded is not None:

@@ -8,7 +8,7 @@ the requested device and dtype; tuples are kept resident and sliced, never copie
 Given the model (``as_batches(..., model=m)``, :func:`check_pair`), the data are checked against it
 at the boundary: ``X`` floating and shaped ``(N, F_in)``; ``Y`` floating ``(N, F_out)`` (``(N,)`` is
 read as one column when ``F_out == 1``) or integer labels ``(N,)`` in ``[0, F_out)``. The small
-validators every entry point shares (:func:`check_seed`, :func:`check_positive_int`) live here too.
+validators of plain values are in :mod:`sciprune.checks` (re-exported here).
 """
 
 from __future__ import annotations
@@ -19,37 +19,10 @@ import numpy as np
 import torch
 
 from .errors import SciPruneError
+from .checks import check_positive_int
 
-__all__ = ["Batches", "as_batches", "as_tensor", "check_pair", "model_shapes", "check_seed", "check_positive_int",
-           "SEED_LIMIT"]
+__all__ = ["Batches", "as_batches", "as_tensor", "check_pair", "model_shapes"]
 
-#: Seeds are integers in [0, SEED_LIMIT): what numpy's and torch's generators both accept.
-SEED_LIMIT = 2**32
-
-
-def check_seed(seed, what: str = "seed") -> int:
-    """``seed`` as an int if it is an integer in [0, 2**32), else a :class:`SciPruneError`."""
-    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= int(seed) < SEED_LIMIT:
-        raise SciPruneError(f"{what} must be an integer in [0, 2**32), got {seed!r}")
-    return int(seed)
-
-
-def check_choice(value, choices, what: str) -> str:
-    """``value`` if it is one of the names ``choices``, else a :class:`SciPruneError` (any non-string,
-    an array included, is refused without being compared)."""
-    if not isinstance(value, str) or value not in choices:
-        raise SciPruneError(f"{what} must be one of {tuple(choices)}, got {value!r}")
-    return value
-
-
-def check_positive_int(value, what: str, *, none_ok: bool = False) -> int | None:
-    """``value`` as a positive int (or None when ``none_ok``), else a :class:`SciPruneError`."""
-    if value is None and none_ok:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        extra = " or None" if none_ok else ""
-        raise SciPruneError(f"{what} must be a positive integer{extra}, got {value!r}")
-    return int(value)
 
 
 def model_shapes(model) -> tuple[int, int] | None:

@@ -12,13 +12,11 @@ from pathlib import Path
 import click
 
 from ._cli_base import Group as _Group
-from ._cli_base import PathArg, UserError
+from ._cli_base import SEED, PathArg, UserError
 from ._cli_models import (data_hash, note, output_folder, prepare_model_out, reload_task, save_model, spec_of,
                           validated)
 
 
-#: Seeds: integers in [0, 2**32), what numpy's and torch's generators accept.
-SEED = click.IntRange(0, 2**32 - 1)
 DEVICE_HELP = "cpu, cuda, cuda:N or mps."
 RESCALE_HELP = ("Proceed when the model's data no longer match what it records (file hash, scaling): the "
                 "data are mapped by the model's stored scaling, as sciprune.load(path)(x) would.")

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import click
 
-from ._cli_base import Group, PathArg, UserError
+from ._cli_base import SEED, Group, PathArg, UserError
+from ._cli_models import output_folder
 from .errors import SciPruneError
 
 __all__ = ["diagnose"]
@@ -90,13 +91,6 @@ def _load(model_path: str, device: str, max_points: int | None, seed: int, data_
     return model, (X, Y), (Xt, Yt), loss
 
 
-def _output_folder(out: str):
-    """:func:`sciprune.cli._output_folder` (imported late: ``cli`` imports this module)."""
-    from ._cli_models import output_folder as folder
-
-    return folder(out)
-
-
 def _finite(value: float, name: str, lo: float, hi: float) -> float:
     """``value`` if finite and in the open interval (lo, hi), else a one-line user error."""
     import math
@@ -118,7 +112,7 @@ _common = [
     click.option("--device", default="cpu", show_default=True, help="cpu, cuda, cuda:N or mps."),
     click.option("--max-points", default=None, type=click.IntRange(min=1),
                  help="Use a seeded random subset of this many training points (default: all)."),
-    click.option("--seed", default=0, show_default=True, type=click.IntRange(0, 2**32 - 1)),
+    click.option("--seed", default=0, show_default=True, type=SEED),
     click.option("--data", "data_file", default=None, type=PathArg(),
                  help="A PDEBench HDF5 file to analyse on instead of the model's own data (regression models)."),
     click.option("--sample", default=0, show_default=True, type=click.IntRange(min=0), help="Sample of --data."),
@@ -158,7 +152,7 @@ def hessian_cmd(model_path, k, tol, layers, trace_samples, out, device, max_poin
             ParamSpace(model, names)  # the library's own check of the names, before anything is written
         except SciPruneError as err:
             raise UserError(f"--layers: {err}") from None
-    with _output_folder(out) as out:
+    with output_folder(out) as out:
         ds = hessian_summary(model, train, loss=loss, k=k, tol=tol, names=names, trace_samples=trace_samples, seed=seed)
         ds.attrs["model"] = str(model_path)
         path = _write(ds, out, "hessian.nc")
@@ -187,7 +181,7 @@ def psp_cmd(model_path, bins, order, out, device, max_points, seed, data_file, s
     from .diagnostics.plots import plot_entropy_histograms
 
     model, train, _, _ = _load(model_path, device, max_points, seed, data_file, sample, rescale=rescale_data)
-    with _output_folder(out) as out:
+    with output_folder(out) as out:
         ent = psp_entropy(model, train, n_bins=bins, order=tuple(range(1, order + 1)))
         ds = xr.merge([psp_norms(model, train), ent], compat="override", combine_attrs="override")
         ds.attrs["model"] = str(model_path)
@@ -245,7 +239,7 @@ def landscape_cmd(model_a, model_b, points, grid, alpha_span, beta_span, filter_
     a, train, test, loss = _load(model_a, device, max_points, seed, data_file, sample, rescale=rescale_data)
     b = load(model_b, device=resolve_device(device)).model
     b = b.to(next(a.parameters()).dtype)
-    with _output_folder(out) as out:
+    with output_folder(out) as out:
         labels = (Path(model_a).name, Path(model_b).name)
         line = loss_line(a, b, train, loss=loss, n_points=points, test_data=test, psp=with_psp)
         line.attrs.update(model_a=str(model_a), model_b=str(model_b))

@@ -19,20 +19,15 @@ from typing import Annotated, Literal, Optional
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import ConfigError, SciPruneError
+from .checks import MAX_EPOCHS, MAX_WORKERS, SEED_LIMIT
 
 __all__ = [
     "GenerateSpec", "DataSpec", "NoiseSpec", "ModelSpec", "TrainSpec", "PruneSpec", "BaselineSpec", "Case",
     "load_case", "parse_case", "MAX_EPOCHS", "MAX_NOISE_LEVEL", "SEED_LIMIT",
 ]
 
-#: Upper bound of every epoch count (``epochs``, ``step_size``, ``patience``, ``eval_every``). The
-#: shipped studies use at most 2000 epochs; 10^7 leaves over three orders of magnitude of headroom (12
-#: days of training at 0.1 s an epoch) while refusing typos (``epochs = 10**18``) that would run for ever.
-MAX_EPOCHS = 10**7
 #: Largest mini-batch: torch indexes a batch with 32-bit sizes in places.
 MAX_BATCH = 2**31 - 1
-#: Seeds seed numpy's and torch's generators: integers in [0, 2^32).
-SEED_LIMIT = 2**32
 #: Largest noise level (absolute, or relative for ``relative-gaussian``). Squares of noise of this
 #: size, summed over 10^8 points, stay inside float32 (3.4e38), the narrowest dtype a study trains
 #: and scores in; larger levels overflow the target scaling and the squared errors to inf.
@@ -82,11 +77,11 @@ class GenerateSpec(_Frozen):
     nx: int = Field(256, ge=3)
     nt: int = Field(101, ge=2)
     mode: Literal["accurate", "pdebench"] = "accurate"
-    workers: Optional[int] = Field(None, ge=1, le=4096)
+    workers: Optional[int] = Field(None, ge=1, le=MAX_WORKERS)
 
     @model_validator(mode="after")
     def _memory(self):
-        from .models import memory_bytes
+        from .checks import memory_bytes
 
         need, have = self.nx * self.nt * GRID_BYTES_PER_POINT, memory_bytes()
         if have and need > have:
@@ -253,7 +248,6 @@ class PruneSpec(_Frozen):
     @field_validator("schedule", mode="before")
     @classmethod
     def _schedule(cls, v):
-        from .errors import SciPruneError
         from .schedules import parse_schedule
 
         try:

@@ -106,7 +106,7 @@ class HashCache:
         """Write the cache atomically if it changed; a failure to write it is not an error."""
         if self.path is None or not self.dirty:
             return
-        from .results import write_bytes_atomic
+        from .outputs import write_bytes_atomic
 
         try:
             write_bytes_atomic(self.path, json.dumps(self.entries, sort_keys=True).encode())

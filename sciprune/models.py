@@ -15,6 +15,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from .checks import memory_bytes
 from .errors import SciPruneError
 
 __all__ = ["Sine", "ACTIVATIONS", "MLP", "lenet_300_100", "build_model", "describe", "linear_chain", "n_weights", "scaled_widths",
@@ -80,7 +81,7 @@ class MLP(nn.Sequential):
             raise SciPruneError(f"layer sizes must be positive integers, got {sizes}")
         sizes = [int(s) for s in sizes]
         if seed is not None:
-            from .batches import check_seed
+            from .checks import check_seed
 
             seed = check_seed(seed)
         check_model_size(sizes)
@@ -105,16 +106,6 @@ class MLP(nn.Sequential):
 
 #: Bytes a parameter costs while training: float32 value, gradient, two Adam moments (x 4 B each).
 TRAINING_BYTES_PER_PARAMETER = 16
-
-
-def memory_bytes() -> int:
-    """Physical memory of this machine in bytes (0 where the platform does not say)."""
-    import os
-
-    try:
-        return int(os.sysconf("SC_PHYS_PAGES")) * int(os.sysconf("SC_PAGE_SIZE"))
-    except (ValueError, OSError, AttributeError):
-        return 0
 
 
 def check_model_size(sizes: Sequence[int], *, bytes_per_parameter: int = TRAINING_BYTES_PER_PARAMETER) -> int:

@@ -12,14 +12,16 @@ fsync, rename; on any error the temporary file is removed and the target is as i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from .errors import SciPruneError
 
-__all__ = ["prepare_output", "child", "check_name", "SAFE_NAME", "atomic_path", "write_bytes_atomic", "fsync_dir"]
+__all__ = ["prepare_output", "output_or_nothing", "first_existing", "child", "check_name", "SAFE_NAME", "atomic_path", "write_bytes_atomic", "fsync_dir"]
 
 #: Names that become parts of file names: letters, digits, and ``. _ + - =``; not starting with a dot.
 SAFE_NAME = re.compile(r"[A-Za-z0-9_+=-][A-Za-z0-9._+=-]{0,127}")
@@ -35,11 +37,34 @@ def check_name(name: object, what: str) -> str:
     return name
 
 
-def _first_existing(path: Path) -> Path:
+def first_existing(path: Path) -> Path:
+    """``path`` or its nearest ancestor that exists (a dangling link counts as existing)."""
     p = path
     while not p.exists() and not p.is_symlink() and p != p.parent:
         p = p.parent
     return p
+
+
+@contextlib.contextmanager
+def output_or_nothing(path: str | os.PathLike, *, is_dir: bool = False, what: str = "output") -> Iterator[Path]:
+    """:func:`prepare_output`, then the work in the ``with`` block; if the work raises, the folders
+    ``prepare_output`` created are removed again (deepest first, only while empty), so a command that
+    fails leaves the disk as it was."""
+    p = Path(path)
+    created, q = [], p if is_dir else p.parent
+    while not q.exists() and not q.is_symlink() and q != q.parent:
+        created.append(q)
+        q = q.parent
+    out = prepare_output(path, is_dir=is_dir, what=what)
+    try:
+        yield out
+    except BaseException:
+        for folder in created:
+            try:
+                folder.rmdir()
+            except OSError:
+                break
+        raise
 
 
 def prepare_output(path: str | os.PathLike, *, is_dir: bool = False, what: str = "output") -> Path:
@@ -57,7 +82,7 @@ def prepare_output(path: str | os.PathLike, *, is_dir: bool = False, what: str =
             raise SciPruneError(f"{what}: {p} exists and is not a folder; choose another output folder")
         if not is_dir and p.is_dir() and p.suffix != ".sciprune":
             raise SciPruneError(f"{what}: {p} is a folder, expected a file path")
-    existing = _first_existing(p if is_dir else p.parent)
+    existing = first_existing(p if is_dir else p.parent)
     if not existing.is_dir():
         raise SciPruneError(f"{what}: {existing} is not a folder, so {p} cannot be created there")
     if not os.access(existing, os.W_OK | os.X_OK):

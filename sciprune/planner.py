@@ -14,7 +14,7 @@ from dataclasses import replace
 import torch
 from torch import nn
 
-from .batches import check_seed
+from .checks import check_seed
 from .errors import SciPruneError
 from .pruning import PrunePlan, PruneReport, _check_model, apply_plan, ec_shifts, plan
 

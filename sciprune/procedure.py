@@ -13,7 +13,7 @@ from typing import Callable
 
 from torch import nn
 
-from .batches import check_choice
+from .checks import check_choice
 from .errors import SciPruneError
 from .pruning import PruneReport, apply_plan, plan
 from .schedules import Cubic, Iterative, OneShot, Schedule, check_target, parse_schedule

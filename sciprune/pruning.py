@@ -14,7 +14,8 @@ import torch
 from torch import nn
 
 from . import criteria as _criteria
-from .batches import as_batches, check_choice, check_positive_int, check_seed
+from .batches import as_batches
+from .checks import check_choice, check_positive_int, check_seed
 from .errors import SciPruneError
 from .masks import get_masks, prunable_names, set_masks, sparsity
 from .models import device_and_dtype

@@ -8,7 +8,6 @@ I/O: HDF5 that fails to close a file on a full disk leaves objects that crash th
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 from pathlib import Path
@@ -17,7 +16,7 @@ import xarray as xr
 
 from .outputs import atomic_path, write_bytes_atomic
 
-__all__ = ["write_dataset", "read_dataset", "atomic_path", "write_bytes_atomic", "file_sha256", "versions",
+__all__ = ["write_dataset", "read_dataset", "atomic_path", "write_bytes_atomic", "versions",
            "TEMP_GLOBS"]
 
 #: Names of temporary files :class:`atomic_path` makes (and a study lock's holder may clean).
@@ -37,14 +36,6 @@ def versions() -> dict:
         "sciprune": __version__, "torch": torch.__version__, "numpy": numpy.__version__,
         "scipy": scipy.__version__, "h5py": h5py.__version__, "xarray": xr.__version__,
     }
-
-
-def file_sha256(path: str | Path, *, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def write_dataset(ds: xr.Dataset, path: str | Path) -> Path:

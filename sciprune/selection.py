@@ -13,7 +13,7 @@ import math
 
 import torch
 
-from .batches import check_choice
+from .checks import check_choice
 from .errors import SciPruneError
 
 __all__ = ["check_ratio", "n_to_prune", "select"]

@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from .batches import SEED_LIMIT, as_tensor, check_choice, check_pair, model_shapes
+from .batches import as_tensor, check_pair, model_shapes
+from .checks import MAX_EPOCHS, SEED_LIMIT, check_choice, check_int
 from .data._types import TaskData
 from .errors import SciPruneError
 from .hooks import FitState, resolve_hooks
@@ -28,17 +29,6 @@ __all__ = ["TrainConfig", "History", "fit", "evaluate_loss"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs")
 LR_SCHEDULES = ("constant", "cosine", "step", "plateau")
-#: The most epochs one run may ask for: far beyond any real budget, it catches typos like 1e9.
-MAX_EPOCHS = 10**7
-
-
-def _integer(value, what: str, *, lo: int, hi: int | None = None, none_ok: bool = False) -> int | None:
-    if value is None and none_ok:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < lo or (hi is not None and value > hi):
-        span = f"in [{lo}, {hi}]" if hi is not None else f">= {lo}"
-        raise SciPruneError(f"{what} must be an integer {span}{' or None' if none_ok else ''}, got {value!r}")
-    return int(value)
 
 
 def _number(value, what: str, *, positive: bool = False) -> float:
@@ -80,16 +70,16 @@ class TrainConfig:
         check_choice(self.optimizer, OPTIMIZERS, "optimizer")
         check_choice(self.lr_schedule, LR_SCHEDULES, "lr_schedule")
         _number(self.lr, "lr", positive=True)
-        _integer(self.epochs, "epochs", lo=0, hi=MAX_EPOCHS)
-        _integer(self.batch_size, "batch_size", lo=1, none_ok=True)
+        check_int(self.epochs, "epochs", lo=0, hi=MAX_EPOCHS)
+        check_int(self.batch_size, "batch_size", lo=1, none_ok=True)
         _number(self.weight_decay, "weight_decay")
         _number(self.momentum, "momentum")
-        _integer(self.step_size, "step_size (epochs)", lo=1)
+        check_int(self.step_size, "step_size (epochs)", lo=1)
         if _number(self.gamma, "gamma", positive=True) >= 1:
             raise SciPruneError(f"gamma must be a decay factor in (0, 1), got {self.gamma!r}")
-        _integer(self.patience, "patience", lo=1, none_ok=True)
-        _integer(self.seed, "seed", lo=0, hi=SEED_LIMIT - 1)
-        _integer(self.eval_every, "eval_every", lo=1)
+        check_int(self.patience, "patience", lo=1, none_ok=True)
+        check_int(self.seed, "seed", lo=0, hi=SEED_LIMIT - 1)
+        check_int(self.eval_every, "eval_every", lo=1)
 
     def to_dict(self) -> dict:
         return asdict(self)

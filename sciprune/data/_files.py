@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 
 from ..errors import DataFormatError, SciPruneError
+from ..checks import bytes_text
 from ..outputs import write_bytes_atomic
 
 __all__ = ["regular_file", "open_h5", "node", "subgroups", "dataset", "read", "attrs", "write_atomic", "KIND_NAMES"]
@@ -193,7 +194,7 @@ def read(ds: h5py.Dataset, index: Any = ()) -> np.ndarray:
     Refused before reading: a selection larger than the machine's memory (a hostile shape).
     A read that fails (corrupt chunk, missing filter) is a DataFormatError naming the key.
     """
-    from ..models import memory_bytes
+    from ..checks import memory_bytes
 
     shape = ds.shape if index == () else ds.shape[1:]
     nbytes, limit = math.prod(shape) * ds.dtype.itemsize, memory_bytes()
@@ -242,13 +243,9 @@ def write_atomic(path: Path, data: bytes) -> None:
     free = shutil.disk_usage(path.parent).free
     if len(data) > free:
         raise SciPruneError(
-            f"{path}: not enough disk space: the file needs {_size(len(data))}, {path.parent} has {_size(free)} free"
+            f"{path}: not enough disk space: the file needs {bytes_text(len(data))}, {path.parent} has {bytes_text(free)} free"
         )
     try:
         write_bytes_atomic(path, data)
     except OSError as err:
         raise SciPruneError(f"{path}: cannot write the file ({err.strerror or err}); nothing was written") from None
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**20:.3g} MiB" if n >= 2**20 else f"{n / 2**10:.3g} KiB"

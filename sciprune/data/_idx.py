@@ -67,7 +67,7 @@ def _header(path: Path, fh) -> tuple[np.dtype, tuple[int, ...], int]:
 
 def _check_size(path: Path, dtype: np.dtype, shape: tuple[int, ...], nbytes: int) -> None:
     """Refuse an empty shape or one larger than the machine's memory, before reading the payload."""
-    from ..models import memory_bytes
+    from ..checks import memory_bytes
 
     if nbytes == 0:
         raise DataFormatError(f"{path}: IDX header gives shape {shape}: the file holds no values")

@@ -32,7 +32,8 @@ from typing import Callable
 import numpy as np
 
 from ..errors import SciPruneError
-from ..outputs import prepare_output
+from ..checks import MAX_WORKERS, SEED_LIMIT, bytes_text, check_int, memory_bytes
+from ..outputs import first_existing, output_or_nothing
 from .diffsorp_solvers import (
     ACCURATE_TOL,
     DiffSorpParams,
@@ -76,7 +77,7 @@ def initial_value(seed: int) -> float:
     when the published ``1D_diff-sorp_NA_NA.h5`` was made (seed i -> group i), so sample i here
     starts from the same constant as group i of that file. The global state is saved and restored.
     """
-    seed = _check_int("seed", seed, 0)
+    seed = check_int(seed, "seed", lo=0)
     state = np.random.get_state()
     try:
         # Global RNG demanded by the published format (PDEBench's legacy seeding), see docstring.
@@ -86,18 +87,10 @@ def initial_value(seed: int) -> float:
         np.random.set_state(state)
 
 
-def _check_int(name: str, value: object, minimum: int, maximum: int | None = None) -> int:
-    if (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum
-            or (maximum is not None and value > maximum)):
-        bound = f">= {minimum}" if maximum is None else f"in [{minimum}, {maximum}]"
-        raise SciPruneError(f"{name} must be an integer {bound}, got {value!r}")
-    return int(value)
-
-
 def _check_common(nx: object, nt: object, t_end: object, mode: object,
                   solver: object) -> tuple[int, int, float, str, str]:
-    nx = _check_int("nx", nx, 3)
-    nt = _check_int("nt", nt, 2)
+    nx = check_int(nx, "nx", lo=3)
+    nt = check_int(nt, "nt", lo=2)
     if isinstance(t_end, bool) or not isinstance(t_end, (int, float, np.floating, np.integer)) \
             or not math.isfinite(t_end) or t_end <= 0:
         raise SciPruneError(f"t_end must be a finite number > 0, got {t_end!r}")
@@ -140,7 +133,7 @@ def solve_batch(c0: np.ndarray, *, nx: int, nt: int = 101, t_end: float = 500.0,
         nx, nt, t_end, _, _ = _check_common(nx, nt, t_end, "accurate", None)
         t_eval = time_grid(nt, t_end)
     else:
-        nx = _check_int("nx", nx, 3)
+        nx = check_int(nx, "nx", lo=3)
         t_eval = np.asarray(t_eval, dtype=np.float64)
         if t_eval.ndim != 1 or t_eval.size < 2 or not np.all(np.diff(t_eval) > 0):
             raise SciPruneError("t_eval must be a 1-D strictly increasing array of >= 2 times")
@@ -179,10 +172,6 @@ def solve_sample(c0: float, *, nx: int, nt: int = 101, t_end: float = 500.0,
 #: so such a file is replaced instead of being a dead end, while anybody else's file is never touched.
 SIGNATURE = b"sciprune.data.diffsorp generator file\n"
 _USERBLOCK = 512
-#: Most worker processes (the bound of ``[data.generate] workers``).
-MAX_WORKERS = 4096
-#: Seeds seed numpy's legacy generator (``np.random.seed``): integers in [0, 2**32).
-SEED_LIMIT = 2**32
 #: Bytes of HDF5 metadata per sample group (headers, links, attributes; about 4 kB measured).
 GROUP_BYTES = 8192
 #: Extra bytes reserved on disk before each HDF5 write, for the growth of the root group's index.
@@ -448,22 +437,6 @@ def _prepare_file(path: Path, expected: dict, names: list[str],
 
 # ---- resources ----------------------------------------------------------------------------------
 
-def _first_existing(path: Path) -> Path:
-    p = path.absolute()
-    while not p.exists() and p != p.parent:
-        p = p.parent
-    return p
-
-
-def _size(n: float) -> str:
-    """Bytes in words: 3 significant digits in the largest binary unit below them."""
-    units = ["bytes", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"]
-    k = 0
-    while n >= 1024 and k < len(units) - 1:
-        n, k = n / 1024, k + 1
-    return f"{n:.3g} {units[k]}"
-
-
 def _sample_bytes(nx: int, nt: int) -> int:
     """Bytes one sample takes in the file: data, grid, group metadata (an upper estimate)."""
     return 4 * nt * nx + 4 * (nx + nt) + GROUP_BYTES
@@ -492,47 +465,33 @@ def _reserve(f, path: Path, nbytes: int) -> None:
 def _check_memory(n_samples: int, nx: int, nt: int, workers: int, chunk: int) -> None:
     """Refuse, before anything is allocated, solves that would not fit in this machine's memory
     (an estimate, stated in the message)."""
-    from ..models import memory_bytes
-
     procs = min(workers, max(1, math.ceil(n_samples / chunk)))
     memory = (procs + 1) * chunk * nx * (SOLVE_BYTES_PER_CELL + SOLVE_BYTES_PER_POINT * nt)
     have = memory_bytes()
     if have and memory > have:
         raise SciPruneError(
             f"solving nx = {nx} by nt = {nt} in chunks of {chunk} sample(s) with {procs} worker "
-            f"process(es) needs about {_size(memory)} of memory, more than this machine's "
-            f"{_size(have)}; use a smaller grid or fewer workers")
+            f"process(es) needs about {bytes_text(memory)} of memory, more than this machine's "
+            f"{bytes_text(have)}; use a smaller grid or fewer workers")
 
 
 def _check_disk(path: Path, n_samples: int, nx: int, nt: int, have_samples: int) -> None:
     """Refuse a file that would not fit in the free space of its folder (an estimate)."""
     per_sample = _sample_bytes(nx, nt)
     need = max(0, n_samples - have_samples) * per_sample + RESERVE_MARGIN
-    free = shutil.disk_usage(_first_existing(path.parent)).free
+    free = shutil.disk_usage(first_existing(path.parent)).free
     if need > free:
         raise SciPruneError(
-            f"{path}: {n_samples} sample(s) of nx = {nx} by nt = {nt} need about {_size(need)} of "
-            f"disk ({_size(per_sample)} each), but only {_size(free)} is free there; free space, or "
+            f"{path}: {n_samples} sample(s) of nx = {nx} by nt = {nt} need about {bytes_text(need)} of "
+            f"disk ({bytes_text(per_sample)} each), but only {bytes_text(free)} is free there; free space, or "
             "ask for fewer samples or a smaller grid")
 
 
 def _prepare_output(path: Path, n_samples: int, nx: int, nt: int, have_samples: int) -> None:
     """:func:`sciprune.outputs.prepare_output` (a parent that is a file, an unwritable folder),
     then the disk estimate; folders made for a request that is then refused are removed again."""
-    created, p = [], path.parent.absolute()
-    while not p.exists() and not p.is_symlink() and p != p.parent:
-        created.append(p)
-        p = p.parent
-    prepare_output(path, what="diffusion-sorption output")
-    try:
+    with output_or_nothing(path, what="diffusion-sorption output"):
         _check_disk(path, n_samples, nx, nt, have_samples)
-    except SciPruneError:
-        for folder in created:  # deepest first
-            try:
-                folder.rmdir()
-            except OSError:
-                break
-        raise
 
 
 # ---- solving and writing ------------------------------------------------------------------------
@@ -627,17 +586,17 @@ def generate(path: str | os.PathLike, *, n_samples: int, nx: int = 1024, nt: int
 
     Returns the path of the file.
     """
-    n_samples = _check_int("n_samples", n_samples, 1)
-    first_seed = _check_int("first_seed", first_seed, 0)
+    n_samples = check_int(n_samples, "n_samples", lo=1)
+    first_seed = check_int(first_seed, "first_seed", lo=0)
     if first_seed + n_samples > SEED_LIMIT:
         raise SciPruneError(
             f"seeds first_seed .. first_seed + n_samples - 1 = {first_seed} .. "
             f"{first_seed + n_samples - 1} must be < 2**32 (numpy's seed range); lower first_seed "
             "or n_samples")
-    batch_size = _check_int("batch_size", batch_size, 1)
+    batch_size = check_int(batch_size, "batch_size", lo=1)
     nx, nt, t_end, mode, solver = _check_common(nx, nt, t_end, mode, solver)
     workers = (min(2, os.cpu_count() or 1) if workers is None
-               else _check_int("workers", workers, 1, MAX_WORKERS))
+               else check_int(workers, "workers", lo=1, hi=MAX_WORKERS))
     if not isinstance(params, DiffSorpParams):
         raise SciPruneError(f"params must be a DiffSorpParams, got {type(params).__name__}")
     path = _output_path(path)
