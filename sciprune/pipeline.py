@@ -53,12 +53,9 @@ def check_case(case: Case, *, local: bool = True) -> None:
     d = case.data
     if d.kind == "pdebench":
         if not Path(d.file).exists():
-            if d.generate is None:
+            if d.generate is None:  # (a sample [data.generate] does not make is refused by DataSpec)
                 raise ConfigError(f"data.file: {d.file} does not exist and the case has no [data.generate] "
                                   "section to make it; fix the path or add [data.generate]")
-            if d.sample >= d.generate.samples:
-                raise ConfigError(f"data.sample = {d.sample} but data.generate.samples = {d.generate.samples}; "
-                                  "the sample must be one of the generated ones")
         elif not Path(d.file).is_file():
             raise ConfigError(f"data.file: {d.file} is not a file")
     elif d.source != "digits" and not Path(d.source).exists():
@@ -221,8 +218,9 @@ def _run_blocks(case: Case, case_path: str | None, out: Path, data: Fingerprint,
     digest = case_hash(case)
     parts: dict[tuple, xr.Dataset] = {}
     stale: dict[str, list[str]] = {}
+    paths = {b: child(out, "blocks", f"{b[0]}__noise{b[1]:g}__seed{b[2]}.nc") for b in blocks}
     for arch, level, seed in blocks:
-        path = child(out, "blocks", f"{arch}__noise{level:g}__seed{seed}.nc")
+        path = paths[(arch, level, seed)]
         done, why = _stored_block(path, case, (arch, level, seed), digest, data, echo)
         if done is not None:
             parts[(arch, level, seed)] = done
@@ -242,7 +240,7 @@ def _run_blocks(case: Case, case_path: str | None, out: Path, data: Fingerprint,
                         data=data)
         ds.attrs["case_hash"] = digest
         ds.attrs["data_sha256"] = data.sha256
-        write_dataset(ds, child(out, "blocks", f"{arch}__noise{level:g}__seed{seed}.nc"))
+        write_dataset(ds, paths[(arch, level, seed)])
         parts[(arch, level, seed)] = ds
     bar.close()
     check_unchanged(data)
