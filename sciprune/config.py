@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal, Optional
+from typing import Annotated, Literal, Optional, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -231,9 +231,14 @@ class PruneSpec(_Frozen):
     (``<method>-noshift``), so a study can separate better ranking from bias correction.
     ``snapshot_ratio``: the ratio whose fine-tuned networks are drawn in ``fields*.png`` (default:
     the highest). ``options.<method>``: the method's criterion options (``sciprune methods``).
-    ``schedule``: a table ``{kind = "one-shot"}`` (default) or ``{kind = "multi-step", steps = n,
-    spacing = "linear" | "geometric"}`` (:mod:`sciprune.schedules`): each ratio is reached in those
-    steps, re-scored at the partly pruned network, before fine-tuning.
+    ``schedule``: a table ``{kind = "one-shot"}`` (default), ``{kind = "multi-step", steps = n,
+    spacing = "linear" | "geometric"}`` (each ratio reached in n steps, re-scored at the partly pruned
+    network, then fine-tuned), ``{kind = "iterative", fraction = f | levels = [...], budget_epochs = E}``
+    (each level but the last followed by E epochs of training with the fine-tuning settings, the last by
+    the fine-tuning) or ``{kind = "cubic", n_updates = n, every = dt, start_step = t0, initial = s_i}``
+    (masks updated during the fine-tuning): :mod:`sciprune.schedules`, :mod:`sciprune.engine`.
+    ``keep_steps``: ``"last"`` (default: the numbers after the last step only), ``"all"`` or a list of
+    step numbers (from 1) whose metrics, sparsity and training loss go into the results as well.
     """
 
     methods: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
@@ -244,6 +249,7 @@ class PruneSpec(_Frozen):
     no_compensate: list[str] = Field(default_factory=list)
     snapshot_ratio: Optional[float] = None
     schedule: dict = Field(default_factory=lambda: {"kind": "one-shot"})
+    keep_steps: Union[Literal["last", "all"], list[int]] = "last"
 
     @field_validator("schedule", mode="before")
     @classmethod
@@ -254,10 +260,20 @@ class PruneSpec(_Frozen):
             sched = parse_schedule(v)
         except SciPruneError as err:
             raise ValueError(str(err)) from None
-        if sched.needs_training:
-            raise ValueError(f"schedule {sched.name!r} trains between or during its steps, which studies do not run "
-                             "yet; use 'one-shot' or 'multi-step' here, or the library (prune_scheduled, GradualPruning)")
+        if getattr(sched, "final", None) is not None:
+            raise ValueError("schedule final: a study's cubic schedule ends at each ratio; leave final unset")
         return sched.to_dict()
+
+    @field_validator("keep_steps", mode="before")
+    @classmethod
+    def _keep_steps(cls, v):
+        from .schedules import check_keep_steps
+
+        try:
+            kept = check_keep_steps(v)
+        except SciPruneError as err:
+            raise ValueError(str(err)) from None
+        return list(kept) if isinstance(kept, tuple) else kept
 
     @property
     def variants(self) -> list[tuple[str, str, Optional[bool]]]:
@@ -414,6 +430,9 @@ class Case(_Frozen):
     def _check(self):
         if self.architectures and "model" in self.model_fields_set:
             raise ValueError("give either [model] or [architectures.NAME] tables, not both")
+        if self.prune.schedule["kind"] == "cubic" and self.finetune.patience is not None:
+            raise _Bad("finetune.patience", "the cubic schedule updates masks during the fine-tuning, which early "
+                                            "stopping could end before its last update; unset finetune.patience")
         if self.data.kind == "classification" and self.noise.levels != [0.0] and self.noise.kind != "none":
             raise _Bad("noise.levels", "noise applies to regression targets only; for classification use "
                                        "noise.levels = [0.0]")

@@ -30,7 +30,10 @@ from .errors import ConfigError
 from .fingerprint import Fingerprint, HashCache, check_unchanged, data_fingerprint
 from .models import MLP, lenet_300_100
 from .outputs import child, prepare_output
-from .planner import Planner, pruned_copy
+from .engine import Variant, check_cubic_fits, prune_and_train, sequential_trainer
+from .planner import Planner
+from .schedules import parse_schedule
+from .study_records import STAGES, prune_variables
 from .results import versions, write_dataset
 from .study_lock import HASH_CACHE_NAME, open_study
 from .tasks import LoadedTask, build_task, ensure_data
@@ -41,7 +44,6 @@ __all__ = ["run_case", "check_case", "held_study", "train_config", "make_model",
 
 REGRESSION_METRICS = ("test_mse", "test_mse_clean", "test_rel_l2_clean", "field_nrmse", "train_mse")
 CLASSIFICATION_METRICS = ("test_loss", "test_accuracy", "train_loss")
-STAGES = ("pruned", "finetuned")
 
 
 def check_case(case: Case, *, local: bool = True) -> None:
@@ -65,6 +67,12 @@ def check_case(case: Case, *, local: bool = True) -> None:
         resolve_device(case.device)
     if not case.models:
         raise ConfigError("model: the case has no architecture")
+    schedule = parse_schedule(case.prune.schedule)
+    if schedule.name == "cubic" and (d.kind != "pdebench" or Path(d.file).is_file()):
+        # the training set's size decides whether the fine-tuning reaches the last mask update (a file
+        # still to be generated is checked once made, before any training)
+        task = build_task(d, noise_kind="none", noise_level=0.0, seed=case.seeds[0], dtype=torch.float32).task
+        check_cubic_fits(schedule, train_config(case.finetune, case.seeds[0]), int(task.X_train.shape[0]))
 
 
 def train_config(spec: TrainSpec, seed: int) -> TrainConfig:
@@ -292,6 +300,10 @@ def _block_problem(ds: xr.Dataset, case: Case, where: tuple) -> str | None:
     want.update({f"dense_{m}": lead for m in (*metrics, "weights")})
     if case.baseline.scratch:
         want.update({f"scratch_{m}": lead + ("ratio",) for m in (*metrics, "weights")})
+    if case.prune.keep_steps != "last":
+        want.update({f"step_{m}": lead + ("method", "ratio", "step", "stage") for m in metrics})
+        want["step_sparsity"] = lead + ("method", "ratio", "step")
+        want["step_train_loss"] = lead + ("method", "ratio", "step", "epoch")
     coords = {"arch": [arch], "noise": [level], "seed": [seed], "method": [v[0] for v in case.prune.variants],
               "ratio": list(case.prune.ratios), "stage": list(STAGES)}
     for name, values in coords.items():
@@ -339,6 +351,8 @@ def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype,
 
     loaded = load_task(case, level, seed, device=device, dtype=dtype)
     task = loaded.task
+    finetune = train_config(case.finetune, seed)
+    check_cubic_fits(parse_schedule(case.prune.schedule), finetune, int(task.X_train.shape[0]))  # before any training
     dense = make_model(spec, task.in_features, task.out_features, seed, device=device, dtype=dtype)
     fit(dense, task, train_config(case.train, seed), progress=_epochs(bar, f"{where} dense"))
     provenance = dict(_provenance(case, level, seed), architecture=arch, data_sha256=data.sha256)
@@ -347,36 +361,32 @@ def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype,
         save_surrogate(dense, child(out, "models", f"dense_{tag}.sciprune"), task, provenance)
     bar.update(1)
 
-    res = {m: np.full((len(labels), len(ratios), len(STAGES)), np.nan) for m in metrics}
-    res["sparsity"] = np.full((len(labels), len(ratios)), np.nan)
     snap_ratio = case.prune.snapshot_ratio if case.prune.snapshot_ratio is not None else ratios[-1]
     fields = {}
     if snapshot:
         fields = {"clean data": loaded.clean_field, "noisy data": loaded.noisy_field, "dense": predict_field(dense, loaded)}
     planner = Planner(dense, task, seed=seed, options=case.prune.options)  # one scoring per method
-    for k, (label, method, compensate) in enumerate(variants):
-        bar.set_postfix_str(f"{where} {label} scoring")
-        for r, ratio in enumerate(ratios):
-            bar.set_postfix_str(f"{where} {label} r={ratio:g}")
-            model, report = pruned_copy(planner, method, compensate, ratio, scope=case.prune.scope,
-                                        schedule=case.prune.schedule)
-            for m, v in evaluate(model, loaded).items():
-                res[m][k, r, 0] = v
-            fit(model, task, train_config(case.finetune, seed), progress=_epochs(bar, f"{where} {label} r={ratio:g} fine-tune"))
-            for m, v in evaluate(model, loaded).items():
-                res[m][k, r, 1] = v
-            res["sparsity"][k, r] = report.achieved
-            if snapshot and ratio == snap_ratio:
-                fields[f"{label} r={ratio:g} fine-tuned"] = predict_field(model, loaded)
-            if case.save_models and seed == case.seeds[0] and r == len(ratios) - 1:
-                prov = dict(provenance, method=method, ratio=ratio, scope=case.prune.scope, compensate=compensate)
-                save_surrogate(model, child(out, "models", f"{label}_r{ratio:g}_{tag}.sciprune"), task, prov)
-            bar.update(1)
+    bar.set_postfix_str(f"{where} pruning")
+    trainer = sequential_trainer(task, progress=lambda name: _epochs(bar, f"{where} {name}"), done=lambda: bar.update(1))
+    outcomes = prune_and_train(planner, [Variant(label, method, comp, r) for label, method, comp in variants for r in ratios],
+                               schedule=case.prune.schedule, scope=case.prune.scope, finetune=finetune,
+                               train=trainer, evaluate=lambda m: evaluate(m, loaded), keep=case.prune.keep_steps)
+    for o in outcomes:
+        v = o.variant
+        if snapshot and v.ratio == snap_ratio:
+            fields[f"{v.label} r={v.ratio:g} fine-tuned"] = predict_field(o.model, loaded)
+        if case.save_models and seed == case.seeds[0] and v.ratio == ratios[-1]:
+            prov = dict(provenance, method=v.method, ratio=v.ratio, scope=case.prune.scope, compensate=v.compensate,
+                        schedule=case.prune.schedule)
+            save_surrogate(o.model, child(out, "models", f"{v.label}_r{v.ratio:g}_{tag}.sciprune"), task, prov)
 
     coords = {"arch": [arch], "noise": [level], "seed": [seed], "method": labels, "ratio": ratios, "stage": list(STAGES)}
     lead = ("arch", "noise", "seed")
-    data = {m: (lead + ("method", "ratio", "stage"), v[None, None, None]) for m, v in res.items() if m != "sparsity"}
-    data["sparsity"] = (lead + ("method", "ratio"), res["sparsity"][None, None, None])
+    data, step_coords = prune_variables(
+        metrics, lead, (1, 1, 1), labels, ratios,
+        [((0, 0, 0), o.variant.label, o.variant.ratio, o.record(case.prune.keep_steps)) for o in outcomes],
+        keeps_steps=case.prune.keep_steps != "last")
+    coords.update(step_coords)
     for m, v in evaluate(dense, loaded).items():
         data[f"dense_{m}"] = (lead, np.full((1, 1, 1), v))
     data["dense_weights"] = (lead, np.full((1, 1, 1), weight_count(dense)))

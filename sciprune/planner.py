@@ -2,13 +2,12 @@
 
 A study prunes one dense network with several methods, each with and without elimination-compensation
 shifts, at several ratios. :class:`Planner` scores it once per method (:func:`sciprune.plan`) and
-derives the variants from those scores; ``sciprune run`` and ``sciprune sweep`` both use it, so their
-numbers agree. It is study orchestration, not a library entry point, hence its own module.
+derives the variants from those scores; the study procedure (:mod:`sciprune.engine`), behind both
+``sciprune run`` and ``sciprune sweep``, uses it for the first step of every schedule. It is study orchestration, not a library entry point, hence its own module.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import replace
 
 import torch
@@ -16,9 +15,9 @@ from torch import nn
 
 from .checks import check_seed
 from .errors import SciPruneError
-from .pruning import PrunePlan, PruneReport, _check_model, apply_plan, ec_shifts, plan
+from .pruning import PrunePlan, _check_model, ec_shifts, plan
 
-__all__ = ["Planner", "pruned_copy"]
+__all__ = ["Planner"]
 
 
 class Planner:
@@ -48,22 +47,3 @@ class Planner:
                 self._ec_shifts = ec_shifts(self.model, self.data, seed=self.seed)
             return replace(base, shifts=self._ec_shifts)
         return base
-
-
-def pruned_copy(planner: Planner, method: str, compensate: bool | None, ratio: float, *, scope: str,
-                schedule: dict | None = None) -> tuple[nn.Module, PruneReport]:
-    """A copy of the planner's dense network pruned to ``ratio`` by one variant of a study: the one
-    prune step ``sciprune run`` and ``sciprune sweep`` share. One-shot (the default) applies the
-    planner's cached scores; a multi-step ``schedule`` re-scores the copy at every step
-    (:func:`sciprune.prune_scheduled`). Returns the copy and the report of its last step."""
-    from .procedure import prune_scheduled
-    from .schedules import OneShot, parse_schedule
-
-    sched = parse_schedule(schedule or {"kind": "one-shot"})
-    model = copy.deepcopy(planner.model)
-    if isinstance(sched, OneShot):
-        return model, apply_plan(model, planner(method, compensate), ratio, scope=scope)
-    reports = prune_scheduled(model, method, ratio, planner.data, schedule=sched, scope=scope, compensate=compensate,
-                              seed=planner.seed, **planner.options.get(method, {}))
-    return model, reports[-1]
-

@@ -23,7 +23,8 @@ from typing import ClassVar, Union
 
 from .errors import SciPruneError
 
-__all__ = ["OneShot", "MultiStep", "Iterative", "Cubic", "Schedule", "SCHEDULES", "parse_schedule", "check_target"]
+__all__ = ["OneShot", "MultiStep", "Iterative", "Cubic", "Schedule", "SCHEDULES", "parse_schedule", "check_target",
+           "check_keep_steps", "kept_steps"]
 
 SPACINGS = ("linear", "geometric")
 #: The most levels an iterative schedule may have (each one is a full retraining).
@@ -256,6 +257,31 @@ class Cubic(_Base):
         """s_t at each of :meth:`update_steps` for s_f = ``target``; the last is the target exactly."""
         s = self.resolve(target)
         return _monotone([s.sparsity_at(t) for t in s.update_steps()], s.final)
+
+
+KEEP_CHOICES = ("last", "all")
+
+
+def check_keep_steps(keep) -> str | tuple[int, ...]:
+    """``keep_steps``: ``"last"`` (only the final numbers, the default), ``"all"``, or a list of step
+    numbers (from 1) to record; a one-line error otherwise."""
+    if isinstance(keep, str):
+        if keep in KEEP_CHOICES:
+            return keep
+    elif isinstance(keep, (list, tuple)) and keep and all(isinstance(k, int) and not isinstance(k, bool) and k >= 1
+                                                           for k in keep):
+        if len(set(keep)) == len(keep):
+            return tuple(sorted(keep))
+    raise SciPruneError(f"keep_steps must be 'last', 'all' or a list of distinct step numbers >= 1, got {keep!r}")
+
+
+def kept_steps(keep, n: int) -> list[int]:
+    """The 0-based indices of the steps of an n-step schedule that ``keep`` records."""
+    if keep == "last":
+        return []
+    if keep == "all":
+        return list(range(n))
+    return [k - 1 for k in keep if k <= n]
 
 
 Schedule = Union[OneShot, MultiStep, Iterative, Cubic]

@@ -1,5 +1,5 @@
 """Pruning schedules in studies: ``[prune.schedule]`` in a case file, run by ``sciprune run`` and
-``sciprune sweep`` through one prune step (:func:`sciprune.planner.pruned_copy`)."""
+``sciprune sweep`` through one procedure (:func:`sciprune.engine.prune_and_train`)."""
 
 from __future__ import annotations
 
@@ -68,8 +68,10 @@ def test_sweep_runs_the_schedule_as_run_does(tmp_path, data):
 
 
 @pytest.mark.parametrize("schedule,needle", [
-    ({"kind": "cubic", "n_updates": 3, "every": 2}, "studies do not run"),
-    ({"kind": "iterative", "fraction": 0.2, "budget_epochs": 2}, "studies do not run"),
+    ({"kind": "cubic", "n_updates": 3, "every": 2}, "last mask update is at optimiser step 6"),
+    ({"kind": "cubic", "n_updates": 1, "every": 1, "final": 0.5}, "leave final unset"),
+    ({"kind": "iterative", "fraction": 0.2}, "budget_epochs"),
+    ({"kind": "iterative", "fraction": 1.5, "budget_epochs": 1}, "fraction"),
     ({"kind": "multi-step", "steps": 0}, "steps"),
     ({"kind": "multi-step", "steps": 2, "spacing": "log"}, "spacing"),
     ({"kind": "gradual"}, "gradual"),

@@ -95,7 +95,8 @@ def build_grid(case: Case, *, data_sha256: str) -> list[Run]:
                         add({"run": "prune", **base, "finetune": case.finetune.model_dump(mode="json"),
                              "method": method, "compensate": compensate,
                              "options": p.options.get(method, {}), "ratio": float(ratio), "scope": p.scope,
-                             **({} if p.schedule == {"kind": "one-shot"} else {"schedule": p.schedule})},
+                             **({} if p.schedule == {"kind": "one-shot"} else {"schedule": p.schedule}),
+                             **({} if p.keep_steps == "last" else {"keep_steps": p.keep_steps})},
                             "prune", arch, level, seed, label, method, compensate, ratio)
                 if case.baseline.scratch:
                     for ratio in p.ratios:

@@ -33,7 +33,7 @@ import torch
 import xarray as xr
 
 from ..outputs import child
-from ..pipeline import STAGES
+from ..study_records import STAGES, prune_variables, steps_problem
 from ..results import write_bytes_atomic
 from ._grid import Run
 
@@ -83,6 +83,10 @@ def record_problem(rec: object, stem: str, metrics: Sequence[str] | None = None)
                 return problem
         elif not _number(rec[name]):
             return f"'{name}' is {rec[name]!r}, expected a number"
+    if kind == "prune" and "steps" in rec:
+        problem = steps_problem(rec["steps"], metrics)
+        if problem:
+            return problem
     if kind != "prune" and not (math.isfinite(rec["weights"]) and rec["weights"] >= 0):
         return f"'weights' is {rec['weights']!r}, expected a count"
     return None
@@ -182,9 +186,6 @@ class SweepStore:
         ia = lambda r: (archs.index(r.arch), levels.index(r.noise), seeds.index(r.seed))  # noqa: E731
         dense = [r for r in runs if r.kind == "dense"]
         metrics = list(records[dense[0].key]["metrics"])
-        data: dict[str, tuple] = {}
-        res = {m: np.full(lead + (len(labels), len(ratios), len(STAGES)), np.nan) for m in metrics}
-        spars = np.full(lead + (len(labels), len(ratios)), np.nan)
         d_res = {m: np.full(lead, np.nan) for m in metrics}
         d_w = np.zeros(lead, dtype=np.int64)
         s_res = {m: np.full(lead + (len(ratios),), np.nan) for m in metrics}
@@ -195,24 +196,21 @@ class SweepStore:
                 for m in metrics:
                     d_res[m][i] = rec["metrics"][m]
                 d_w[i] = rec["weights"]
-            elif r.kind == "prune":
-                j = (labels.index(r.label), ratios.index(r.ratio))
-                for s, stage in enumerate(STAGES):
-                    for m in metrics:
-                        res[m][i + j + (s,)] = rec[stage][m]
-                spars[i + j] = rec["sparsity"]
-            else:
+            elif r.kind == "scratch":
                 k = (ratios.index(r.ratio),)
                 for m in metrics:
                     s_res[m][i + k] = rec["metrics"][m]
                 s_w[i + k] = rec["weights"]
         dims = ("arch", "noise", "seed")
-        data = {m: (dims + ("method", "ratio", "stage"), v) for m, v in res.items()}
-        data["sparsity"] = (dims + ("method", "ratio"), spars)
+        data, step_coords = prune_variables(
+            metrics, dims, lead, labels, ratios,
+            [(ia(r), r.label, r.ratio, records[r.key]) for r in runs if r.kind == "prune"],
+            keeps_steps=case.prune.keep_steps != "last")
         data.update({f"dense_{m}": (dims, v) for m, v in d_res.items()})
         data["dense_weights"] = (dims, d_w)
         if case.baseline.scratch:
             data.update({f"scratch_{m}": (dims + ("ratio",), v) for m, v in s_res.items()})
             data["scratch_weights"] = (dims + ("ratio",), s_w)
-        coords = {"arch": archs, "noise": levels, "seed": seeds, "method": labels, "ratio": ratios, "stage": list(STAGES)}
+        coords = {"arch": archs, "noise": levels, "seed": seeds, "method": labels, "ratio": ratios, "stage": list(STAGES),
+                  **step_coords}
         return xr.Dataset(data, coords=coords)

@@ -22,7 +22,9 @@ from ..pipeline import (
     train_config,
     weight_count,
 )
-from ..planner import Planner, pruned_copy
+from ..engine import Variant, check_cubic_fits, ensemble_trainer, prune_and_train
+from ..planner import Planner
+from ..schedules import parse_schedule
 from ..tasks import LoadedTask
 
 __all__ = ["dense_job", "prune_job", "scratch_job"]
@@ -42,6 +44,9 @@ def dense_job(case: Case, arch: str, members: list[tuple[float, int, State | Non
     dev, dtype = _setup(case, device)
     spec = case.models[arch]
     tasks = [load_task(case, level, seed, device=dev, dtype=dtype) for level, seed, _ in members]
+    for t, (_, seed, _) in zip(tasks, members):  # before any training
+        check_cubic_fits(parse_schedule(case.prune.schedule), train_config(case.finetune, seed),
+                         int(t.task.X_train.shape[0]))
     models = [make_model(spec, t.task.in_features, t.task.out_features, seed, device=dev, dtype=dtype)
               for t, (_, seed, _) in zip(tasks, members)]
     todo = [i for i, (_, _, state) in enumerate(members) if state is None]
@@ -59,8 +64,10 @@ def dense_job(case: Case, arch: str, members: list[tuple[float, int, State | Non
 def prune_job(case: Case, arch: str, level: float, seed: int, state: State,
               runs: list[tuple[str, str, bool | None, float]], *,
               device: str | None = None, max_members: int | None = None) -> list[dict]:
-    """Prune copies of one dense network for ``runs`` = [(label, method, compensate, ratio)], evaluate
-    them ("pruned"), fine-tune them all as one ensemble on the shared task, evaluate ("finetuned").
+    """Prune copies of one dense network for ``runs`` = [(label, method, compensate, ratio)] under the
+    case's schedule and fine-tune them, every training of a round as one ensemble
+    (:func:`sciprune.engine.prune_and_train` with :func:`~sciprune.engine.ensemble_trainer`, the
+    procedure of ``sciprune run``); per run its record (:meth:`~sciprune.engine.Outcome.record`).
 
     Each method scores the dense network once and its variants share the scores
     (:class:`sciprune.planner.Planner`, as in ``sciprune run``).
@@ -71,17 +78,11 @@ def prune_job(case: Case, arch: str, level: float, seed: int, state: State,
     dense = make_model(case.models[arch], task.in_features, task.out_features, seed, device=dev, dtype=dtype)
     dense.load_state_dict(state)
     planner = Planner(dense, task, seed=seed, options=case.prune.options)
-    copies, out = [], []
-    for label, method, compensate, ratio in runs:
-        model, report = pruned_copy(planner, method, compensate, ratio, scope=case.prune.scope,
-                                    schedule=case.prune.schedule)
-        out.append({"pruned": evaluate(model, loaded), "sparsity": float(report.achieved)})
-        copies.append(model)
-    if copies:
-        fit_many(copies, task, train_config(case.finetune, seed), max_members=max_members)
-    for model, rec in zip(copies, out):
-        rec["finetuned"] = evaluate(model, loaded)
-    return out
+    outcomes = prune_and_train(planner, [Variant(*r) for r in runs], schedule=case.prune.schedule,
+                               scope=case.prune.scope, finetune=train_config(case.finetune, seed),
+                               train=ensemble_trainer(task, max_members=max_members),
+                               evaluate=lambda m: evaluate(m, loaded), keep=case.prune.keep_steps)
+    return [o.record(case.prune.keep_steps) for o in outcomes]
 
 
 def scratch_job(case: Case, arch: str, members: list[tuple[float, int, float]], *,

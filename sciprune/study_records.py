@@ -1,0 +1,97 @@
+"""The pruned-network variables of a study's results, built from per-run records.
+
+A prune run's record (:meth:`sciprune.engine.Outcome.record`, also what ``sciprune sweep`` stores as
+JSON) holds the metrics just pruned and fine-tuned, the achieved sparsity and, when the case keeps
+schedule steps (``[prune] keep_steps``), per kept step its sparsity, metrics after pruning and after
+the training that follows, and that training's loss per epoch. :func:`prune_variables` turns records
+into the results' arrays, for one block of ``sciprune run`` or the whole grid of ``sciprune sweep``,
+so that both write the same layout:
+
+- ``<metric>`` over (lead..., method, ratio, stage), stage = pruned | finetuned; ``sparsity`` over
+  (lead..., method, ratio);
+- with kept steps: ``step_<metric>`` over (lead..., method, ratio, step, stage) ("finetuned" is the
+  training that follows the step; NaN where none does), ``step_sparsity`` over (..., step) and
+  ``step_train_loss`` over (..., step, epoch); ``step`` numbers steps from 1, NaN where a ratio's
+  schedule has fewer steps.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import numpy as np
+
+__all__ = ["STAGES", "prune_variables", "steps_problem"]
+
+STAGES = ("pruned", "finetuned")
+_STEP_STAGES = ("pruned", "trained")  # a step record's keys for the two stages
+
+
+def prune_variables(metrics: Sequence[str], lead_dims: tuple[str, ...], lead_shape: tuple[int, ...],
+                    labels: Sequence[str], ratios: Sequence[float],
+                    items: Iterable[tuple[tuple[int, ...], str, float, dict]], *,
+                    keeps_steps: bool) -> tuple[dict, dict]:
+    """``(data_vars, extra coords)`` of the prune runs ``items`` = [(lead index, label, ratio, record)]."""
+    items = list(items)
+    shape = tuple(lead_shape) + (len(labels), len(ratios))
+    res = {m: np.full(shape + (len(STAGES),), np.nan) for m in metrics}
+    spars = np.full(shape, np.nan)
+    steps: list[int] = []
+    epochs = 0
+    if keeps_steps:
+        steps = sorted({int(k) for *_, rec in items for k in rec.get("steps", {})})
+        epochs = max([len(s["train_loss"]) for *_, rec in items for s in rec.get("steps", {}).values()
+                      if s.get("train_loss")] or [0])
+    s_res = {m: np.full(shape + (len(steps), len(STAGES)), np.nan) for m in metrics}
+    s_spars = np.full(shape + (len(steps),), np.nan)
+    s_loss = np.full(shape + (len(steps), epochs), np.nan)
+    for lead, label, ratio, rec in items:
+        j = tuple(lead) + (labels.index(label), list(ratios).index(ratio))
+        for s, stage in enumerate(STAGES):
+            for m in metrics:
+                res[m][j + (s,)] = rec[stage][m]
+        spars[j] = rec["sparsity"]
+        for key, step in rec.get("steps", {}).items() if keeps_steps else ():
+            t = j + (steps.index(int(key)),)
+            s_spars[t] = step["sparsity"]
+            for s, stage in enumerate(_STEP_STAGES):
+                for m in metrics if step.get(stage) else ():
+                    s_res[m][t + (s,)] = step[stage][m]
+            loss = step.get("train_loss") or []
+            s_loss[t][: len(loss)] = [math.nan if v is None else v for v in loss]
+    inner = ("method", "ratio")
+    data = {m: (lead_dims + inner + ("stage",), v) for m, v in res.items()}
+    data["sparsity"] = (lead_dims + inner, spars)
+    coords: dict = {}
+    if keeps_steps:
+        data.update({f"step_{m}": (lead_dims + inner + ("step", "stage"), v) for m, v in s_res.items()})
+        data["step_sparsity"] = (lead_dims + inner + ("step",), s_spars)
+        data["step_train_loss"] = (lead_dims + inner + ("step", "epoch"), s_loss)
+        coords = {"step": steps, "epoch": list(range(1, epochs + 1))}
+    return data, coords
+
+
+def _metrics_or_none(d: object, metrics: Sequence[str] | None) -> bool:
+    if d is None:
+        return True
+    return isinstance(d, dict) and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in d.values()) \
+        and all(m in d for m in (metrics or ()))
+
+
+def steps_problem(steps: object, metrics: Sequence[str] | None = None) -> str | None:
+    """What is wrong with a stored record's ``steps`` (step number -> step record), or None."""
+    if not isinstance(steps, dict):
+        return "'steps' is not an object"
+    for key, step in steps.items():
+        if not (isinstance(key, str) and key.isdigit() and int(key) >= 1):
+            return f"'steps' has the key {key!r}, expected step numbers from 1"
+        if not isinstance(step, dict) or not isinstance(step.get("sparsity"), (int, float)):
+            return f"step {key} has no numeric 'sparsity'"
+        if not all(_metrics_or_none(step.get(s), metrics) for s in _STEP_STAGES):
+            return f"step {key}: 'pruned' or 'trained' is not an object of the metrics"
+        loss = step.get("train_loss")
+        if loss is not None and not (isinstance(loss, list) and all(
+                v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in loss)):
+            return f"step {key}: 'train_loss' is not a list of numbers"
+    return None
