@@ -162,7 +162,7 @@ def train(data_arg, sample, generate_nx, split, noise_kind, noise_level, model_k
     """Train a dense network and save it as a portable surrogate."""
     from .config import ModelSpec, NoiseSpec, TrainSpec
     from .devices import resolve_device
-    from .pipeline import evaluate, make_model, train_config
+    from .study import evaluate, make_model, train_config
     from .tasks import build_task, ensure_data
     from .training import fit
 
@@ -230,7 +230,7 @@ def prune_cmd(model_path, method, ratio, scope, compensate, finetune_epochs, lr,
     from .config import TrainSpec
     from .criteria import get
     from .devices import resolve_device
-    from .pipeline import evaluate, train_config
+    from .study import evaluate, train_config
     from .pruning import prune
     from .selection import check_ratio
     from .surrogate import load
@@ -270,7 +270,7 @@ def evaluate(model_path, device, rescale_data) -> None:
 
     The network is evaluated as a user calls it: with the input and output scaling stored in the model."""
     from .masks import sparsity
-    from .pipeline import evaluate as eval_model
+    from .study import evaluate as eval_model
     from .devices import resolve_device
     from .surrogate import load
 

@@ -1,8 +1,9 @@
 """Run a case: the single orchestration entry behind ``sciprune run``.
 
-For each noise level and seed: build the task, train the dense network, then for every method and
-ratio prune a copy one-shot, evaluate ("pruned"), fine-tune with the mask held, evaluate again
-("finetuned"). Everything goes into one labelled xarray Dataset with the resolved case and
+For each noise level and seed: build the task, train the dense network, then prune copies for every
+method and ratio under the case's schedule, evaluating them just pruned ("pruned") and after the
+fine-tuning ("finetuned"), through the study procedure :func:`sciprune.engine.prune_and_train` that
+``sciprune sweep`` shares (the study pieces both use are in :mod:`sciprune.study`). Everything goes into one labelled xarray Dataset with the resolved case and
 versions in its attributes, written atomically, plus figures and portable surrogates.
 
 The output folder is checked first (:func:`sciprune.outputs.prepare_output`) and held by one process
@@ -14,165 +15,41 @@ numbers; every file written with a name from the case stays under the output fol
 
 from __future__ import annotations
 
-import contextlib
-import json
 import time
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable
 
 import numpy as np
 import torch
 import xarray as xr
 
-from .config import Case, ModelSpec, TrainSpec
+from .config import Case
 from .devices import resolve_device
-from .errors import ConfigError
-from .fingerprint import Fingerprint, HashCache, check_unchanged, data_fingerprint
-from .models import MLP, lenet_300_100
-from .outputs import child, prepare_output
 from .engine import Variant, check_cubic_fits, prune_and_train, sequential_trainer
+from .fingerprint import Fingerprint, check_unchanged
+from .outputs import child
 from .planner import Planner
+from .results import write_dataset
 from .schedules import parse_schedule
+from .study import (  # noqa: F401  (re-exported: the study pieces ``sciprune run`` is made of)
+    CLASSIFICATION_METRICS,
+    REGRESSION_METRICS,
+    case_hash,
+    check_case,
+    evaluate,
+    held_study,
+    load_task,
+    make_model,
+    predict_field,
+    scratch_spec,
+    study_attrs,
+    train_config,
+    weight_count,
+)
 from .study_records import STAGES, prune_variables
-from .results import versions, write_dataset
-from .study_lock import HASH_CACHE_NAME, open_study
-from .tasks import LoadedTask, build_task, ensure_data
-from .training import TrainConfig, fit
+from .training import fit
 
-__all__ = ["run_case", "check_case", "held_study", "train_config", "make_model", "evaluate", "resolve_device", "load_task", "scratch_spec",
-           "weight_count", "study_attrs", "REGRESSION_METRICS", "CLASSIFICATION_METRICS"]
-
-REGRESSION_METRICS = ("test_mse", "test_mse_clean", "test_rel_l2_clean", "field_nrmse", "train_mse")
-CLASSIFICATION_METRICS = ("test_loss", "test_accuracy", "train_loss")
-
-
-def check_case(case: Case, *, local: bool = True) -> None:
-    """Checks beyond the case schema, made before any run starts; a :class:`ConfigError` naming the key.
-
-    (Methods, ratios and options are already checked by :func:`sciprune.config.load_case`.) With
-    ``local=False`` (a cluster computes) the device is not checked here but on the workers.
-    """
-    d = case.data
-    if d.kind == "pdebench":
-        if not Path(d.file).exists():
-            if d.generate is None:  # (a sample [data.generate] does not make is refused by DataSpec)
-                raise ConfigError(f"data.file: {d.file} does not exist and the case has no [data.generate] "
-                                  "section to make it; fix the path or add [data.generate]")
-        elif not Path(d.file).is_file():
-            raise ConfigError(f"data.file: {d.file} is not a file")
-    elif d.source != "digits" and not Path(d.source).exists():
-        raise ConfigError(f"data.source: {d.source}: no such file or directory; give 'digits', a folder of IDX "
-                          "files or a .h5/.hdf5 file")
-    if local:
-        resolve_device(case.device)
-    if not case.models:
-        raise ConfigError("model: the case has no architecture")
-    schedule = parse_schedule(case.prune.schedule)
-    if schedule.name == "cubic" and (d.kind != "pdebench" or Path(d.file).is_file()):
-        # the training set's size decides whether the fine-tuning reaches the last mask update (a file
-        # still to be generated is checked once made, before any training)
-        task = build_task(d, noise_kind="none", noise_level=0.0, seed=case.seeds[0], dtype=torch.float32).task
-        check_cubic_fits(schedule, train_config(case.finetune, case.seeds[0]), int(task.X_train.shape[0]))
-
-
-def train_config(spec: TrainSpec, seed: int) -> TrainConfig:
-    return TrainConfig(**spec.model_dump(), seed=seed)
-
-
-def make_model(spec: ModelSpec, in_features: int, out_features: int, seed: int, *, device, dtype) -> MLP:
-    """The network of ``spec`` for a task's input and output sizes, initialised from ``seed``."""
-    if spec.kind == "lenet-300-100":
-        model = lenet_300_100(in_features, out_features, seed=seed)
-    else:
-        model = MLP(in_features, spec.widths, out_features, spec.activation, seed=seed)
-    return model.to(device=device, dtype=dtype)
-
-
-@torch.no_grad()
-def _predict(model, X: torch.Tensor, chunk: int = 65536) -> torch.Tensor:
-    model.eval()
-    return torch.cat([model(X[s : s + chunk]) for s in range(0, X.shape[0], chunk)])
-
-
-@torch.no_grad()
-def predict_field(model, loaded: LoadedTask) -> np.ndarray:
-    """u(x, t) of ``model`` on the whole grid in physical units, shape (Nt, Nx)."""
-    t = loaded.task
-    p = next(model.parameters())
-    Xg = torch.as_tensor(t.input_scaling.forward(loaded.grid_inputs), dtype=p.dtype, device=p.device)
-    out = t.output_scaling.inverse(_predict(model, Xg).double().cpu().numpy())
-    return out.reshape(loaded.clean_field.shape)
-
-
-@torch.no_grad()
-def evaluate(model, loaded: LoadedTask) -> dict[str, float]:
-    """Test and training metrics; regression errors are in physical units."""
-    import torch.nn.functional as F
-
-    t = loaded.task
-    if t.task == "classification":
-        logits = _predict(model, t.X_test)
-        return {
-            "test_loss": float(F.cross_entropy(logits, t.Y_test)),
-            "test_accuracy": float((logits.argmax(1) == t.Y_test).double().mean()),
-            "train_loss": float(F.cross_entropy(_predict(model, t.X_train), t.Y_train)),
-        }
-    inv = t.output_scaling.inverse
-    pred = inv(_predict(model, t.X_test).double())
-    noisy, clean = inv(t.Y_test.double()), inv(t.Y_test_clean.double())
-    train_pred = inv(_predict(model, t.X_train).double())
-    from .metrics import nrmse_field
-
-    return {
-        "test_mse": float(((pred - noisy) ** 2).mean()),
-        "test_mse_clean": float(((pred - clean) ** 2).mean()),
-        "test_rel_l2_clean": float(torch.linalg.vector_norm(pred - clean) / torch.linalg.vector_norm(clean)),
-        "field_nrmse": nrmse_field(predict_field(model, loaded), loaded.clean_field),
-        "train_mse": float(((train_pred - inv(t.Y_train.double())) ** 2).mean()),
-    }
-
-
-def study_attrs(case: Case, case_path: str | None, *, wall_time_s: float, device, data: Fingerprint) -> dict:
-    """The attributes of a study's results file: resolved case, its hash, units, versions, wall time,
-    device, and the content hash of the data the results were computed from (``data_sha256``, with
-    what was hashed in ``data_fingerprint``), shared by ``sciprune run`` and ``sciprune sweep``."""
-    return {
-        "case": json.loads(case.model_dump_json()), "case_file": str(case_path) if case_path else "",
-        "case_hash": case_hash(case), "task": "regression" if case.data.kind == "pdebench" else "classification",
-        "units": "errors in the physical units of u" if case.data.kind == "pdebench" else "cross-entropy (nats), accuracy (fraction)",
-        "versions": versions(), "wall_time_s": round(wall_time_s, 3), "device": str(device),
-        "data_sha256": data.sha256, "data_fingerprint": data.detail,
-    }
-
-
-def load_task(case: Case, level: float, seed: int, *, device, dtype) -> LoadedTask:
-    """The task of one (noise level, seed) of ``case`` on ``device`` in ``dtype``."""
-    return build_task(case.data, noise_kind=case.noise.kind, noise_level=level, seed=seed, dtype=dtype).to(device, dtype)
-
-
-def weight_count(model) -> int:
-    """Number of Linear weights (biases excluded): the count pruning ratios refer to."""
-    return int(sum(p.numel() for n, p in model.named_parameters() if n.endswith("weight")))
-
-
-def scratch_spec(dense, in_features: int, out_features: int, ratio: float) -> tuple[ModelSpec, int]:
-    """A dense network of ``dense``'s depth and activation keeping about ``(1 - ratio)`` of its weights
-    (:func:`sciprune.models.scaled_widths`): its spec and its weight count."""
-    from .models import describe, n_weights, scaled_widths
-
-    arch = describe(dense)
-    widths = scaled_widths(in_features, arch["sizes"][1:-1], out_features, round((1 - ratio) * n_weights(arch["sizes"])))
-    return ModelSpec(kind="mlp", widths=widths, activation=arch["activation"]), n_weights([in_features, *widths, out_features])
-
-
-def case_hash(case: Case) -> str:
-    """Hash of everything in a case that changes results (not the output folder or the device)."""
-    import hashlib
-
-    d = json.loads(case.model_dump_json())
-    for key in ("output", "device", "save_models", "name"):
-        d.pop(key, None)
-    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+__all__ = ["run_case", "save_surrogate"]
 
 
 def run_case(
@@ -198,20 +75,6 @@ def run_case(
     dtype = getattr(torch, case.dtype)
     with held_study(case, command="run", wait=wait, echo=echo) as (out, data):
         return _run_blocks(case, case_path, out, data, device=device, dtype=dtype, echo=echo, show_progress=show_progress)
-
-
-@contextlib.contextmanager
-def held_study(case: Case, *, command: str, wait: bool, echo: Callable[[str], None]) -> Iterator[tuple[Path, Fingerprint]]:
-    """The output folder of ``case`` checked, created and held by this process (``run`` and ``sweep``),
-    with its data file made complete and fingerprinted: yields ``(output folder, data fingerprint)``."""
-    out = prepare_output(case.output, is_dir=True, what="output")
-    with open_study(out, name=case.name, case_hash=case_hash(case), command=command, wait=wait, echo=echo):
-        if ensure_data(case.data):
-            echo(f"generated {case.data.file}")
-        cache = HashCache(out / HASH_CACHE_NAME)
-        data = data_fingerprint(case.data, cache=cache)
-        cache.save()
-        yield out, data
 
 
 def _run_blocks(case: Case, case_path: str | None, out: Path, data: Fingerprint, *, device, dtype, echo,

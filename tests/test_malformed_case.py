@@ -388,7 +388,7 @@ def test_case_errors_found_before_training(work, monkeypatch):
         calls.append(args)
         raise AssertionError("trained or generated data before validating the case")
 
-    for module, name in [(sciprune.training, "fit"), (sciprune.pipeline, "fit"), (sciprune.pipeline, "ensure_data"),
+    for module, name in [(sciprune.training, "fit"), (sciprune.pipeline, "fit"), (sciprune.study, "ensure_data"),
                          (importlib.import_module("sciprune.sweep._work"), "fit_many")]:
         monkeypatch.setattr(module, name, forbidden)
     assert sciprune.sweep.run_sweep.__module__ == "sciprune.sweep._local"

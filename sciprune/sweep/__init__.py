@@ -8,7 +8,7 @@ end result is ``<output>/results.nc`` in the layout of ``sciprune run``.
 """
 
 from ._dask import DaskEngine, dask_client
-from ..pipeline import check_case
+from ..study import check_case
 from ._grid import Run, build_grid
 from ._local import LocalEngine, run_sweep
 from ._store import SweepStore

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from ..config import Case
 from ..fingerprint import Fingerprint, check_unchanged
-from ..pipeline import CLASSIFICATION_METRICS, REGRESSION_METRICS, check_case, held_study, study_attrs
+from ..study import CLASSIFICATION_METRICS, REGRESSION_METRICS, check_case, held_study, study_attrs
 from ..results import write_dataset
 from ._grid import Run, build_grid
 from ._store import DamagedRecord, SweepStore
@@ -139,7 +139,7 @@ def _expected_shapes(case: Case, arch: str, state: dict) -> dict[str, tuple]:
     """Parameter names and shapes of ``arch`` for the input and output sizes ``state`` claims."""
     import torch
 
-    from ..pipeline import make_model
+    from ..study import make_model
 
     weights = [v for v in state.values() if v.ndim == 2]
     if not weights:

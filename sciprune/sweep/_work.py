@@ -12,12 +12,12 @@ from __future__ import annotations
 import torch
 
 from ..config import Case
+from ..devices import resolve_device
 from ..ensemble import fit_many
-from ..pipeline import (
+from ..study import (
     evaluate,
     load_task,
     make_model,
-    resolve_device,
     scratch_spec,
     train_config,
     weight_count,
