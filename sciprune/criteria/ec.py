@@ -30,178 +30,15 @@ exact). ``benchmarks/bench_ec_scores.py`` measures it against one forward and ba
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
-from torch import nn
 
+from ..chain import Factored, Walker
 from ..errors import SciPruneError
-from ..models import Sine, is_elementwise_activation, linear_chain
 from ._registry import ScoreResult, register
 
 __all__ = ["ECStatistics", "compensation_shifts", "ec_scores", "ec_statistics"]
-
-# --- passes through a Linear/activation chain, without autograd ---------------------------------
-# For every sample: the input ``a`` of each Linear layer (one recorded forward pass) and the
-# cotangents ``g = sum_k v_k dy_k/dz`` of its pre-activation for a stack of output cotangents v
-# (identity rows: exact; random probes), from ``g_{l-1} = (g_l W_l) * act'(z_{l-1})``: matrix
-# products over a chunk of samples, no hooks, no autograd graph, no per-sample loops.
-
-
-class Chain:
-    """The children of a flat ``nn.Sequential``: Linear layers and elementwise activations.
-
-    ``modules``: the children in order; ``linear_at``: parameter name of a Linear weight -> its index
-    in ``modules``; ``index``: the sorted indices of the requested Linear layers. One instance serves
-    one pass over the data: it keeps work buffers from chunk to chunk, so what :meth:`forward` and
-    :meth:`backward` return is valid until the next call.
-    """
-
-    def __init__(self, model: nn.Module, names: list[str]) -> None:
-        linear_chain(model)  # a Sequential with at least one Linear, or a clear error
-        self.modules: list[nn.Module] = []
-        self.linear_at: dict[str, int] = {}
-        for t, (child_name, m) in enumerate(model.named_children()):
-            if isinstance(m, nn.Linear):
-                self.linear_at[f"{child_name}.weight"] = t
-            elif not is_elementwise_activation(m):
-                raise SciPruneError(
-                    f"module {child_name!r} ({type(m).__name__}) is not an elementwise activation; this criterion "
-                    "needs an nn.Sequential of nn.Linear layers and elementwise activations (like sciprune.MLP)"
-                )
-            self.modules.append(m)
-        missing = [n for n in names if n not in self.linear_at]
-        if missing:
-            raise SciPruneError(
-                f"{missing} are not weights of Linear layers that are direct children of the chain; "
-                f"available: {sorted(self.linear_at)}"
-            )
-        self.index = sorted(self.linear_at[n] for n in names)
-        self._buffers: dict[tuple, torch.Tensor] = {}
-
-    def buffer(self, key, shape, like: torch.Tensor) -> torch.Tensor:
-        """A work tensor kept from chunk to chunk (its contents are overwritten by the next chunk).
-
-        On a CPU a fresh temporary of a few MB costs page faults comparable to the elementwise op
-        or product that fills it, so the passes write into reused buffers.
-        """
-        shape = tuple(shape)
-        k = (key, shape, like.dtype, like.device)
-        buf = self._buffers.get(k)
-        if buf is None:
-            if len(self._buffers) > 64:  # batches of many different sizes: start afresh
-                self._buffers.clear()
-            buf = self._buffers[k] = torch.empty(shape, dtype=like.dtype, device=like.device)
-        return buf
-
-    @torch.no_grad()
-    def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """Inputs of every module (``inputs[t]`` enters ``modules[t]``) and the network output.
-
-        The tensors live in buffers that the next call overwrites.
-        """
-        inputs = []
-        h = x
-        for t, m in enumerate(self.modules):
-            inputs.append(h)
-            kind = type(m)
-            if kind is nn.Linear and h.ndim == 2:
-                out = self.buffer(("f", t), (h.shape[0], m.out_features), h)
-                h = torch.mm(h, m.weight.T, out=out) if m.bias is None else torch.addmm(m.bias, h, m.weight.T, out=out)
-            elif kind is nn.Tanh:
-                h = torch.tanh(h, out=self.buffer(("f", t), h.shape, h))
-            elif kind is nn.ReLU:
-                h = torch.clamp_min(h, 0, out=self.buffer(("f", t), h.shape, h))
-            elif getattr(m, "inplace", False):
-                h = m(h.clone())  # keep the recorded input intact
-            else:
-                h = m(h)
-        return inputs, h
-
-    def pre_activation(self, t: int, inputs: list[torch.Tensor], y: torch.Tensor) -> torch.Tensor:
-        """The output ``z`` of the Linear at index ``t``."""
-        return inputs[t + 1] if t + 1 < len(inputs) else y
-
-    @torch.no_grad()
-    def backward(self, inputs: list[torch.Tensor], y: torch.Tensor, V: torch.Tensor):
-        """Yield ``(t, g, lazy, acts)`` for every Linear ``t`` from the last to the first requested one.
-
-        ``V`` (P, B or 1, K) stacks P output cotangents; ``g`` (P, B or 1, out_t) is the cotangent of
-        the layer's pre-activation, ``g[p, n, i] = sum_k V[p, n, k] dy_k(x_n)/dz_t,i``, which the
-        caller must not change (it is propagated further). At the first requested layer, where
-        nothing is propagated further, ``g`` is None and the caller gets its factors instead:
-        ``lazy = (g_next, W_next)`` with ``h = g_next @ W_next`` (or ``(V, None)``: ``h = V`` at the
-        output layer) and ``acts``, the elementwise modules in between as ``(module, z, out)``, with
-        ``g = h * act'(z)``; so ``sum_p g_p^2 = act'(z)^2 sum_p h_p^2`` can be formed one cotangent
-        at a time, without a (P, B, out) temporary. A cotangent constant over the batch (exact mode)
-        stays of size 1 along it up to the first activation, so the output layer costs nothing.
-        """
-        lazy, acts = (V, None), []
-        stop = self.index[0]
-        j = 0  # buffers alternate between consecutive layers (a product never writes into its input)
-        for t in range(len(self.modules) - 1, -1, -1):
-            m = self.modules[t]
-            if isinstance(m, nn.Linear):
-                if t <= stop:
-                    yield t, None, lazy, acts
-                    return
-                g, W = lazy
-                j += 1
-                if W is not None:
-                    g = torch.matmul(g, W, out=self.buffer(("m", j % 2), (*g.shape[:-1], W.shape[1]), g))
-                for i, (act, z, out) in enumerate(acts):
-                    g = activation_backward(act, g, z, out, self.buffer(("b", j % 2, i % 2), broadcast(g, z), g))
-                lazy, acts = (g, m.weight), []
-                yield t, g, None, None
-            else:
-                acts.append((m, inputs[t], inputs[t + 1] if t + 1 < len(inputs) else y))
-
-
-def broadcast(g: torch.Tensor, z: torch.Tensor) -> tuple[int, int, int]:
-    """The shape of ``g * z`` for ``g`` (P, B or 1, n) and ``z`` (B, n)."""
-    return (g.shape[0], z.shape[0], z.shape[1])
-
-
-def activation_backward(m: nn.Module, g: torch.Tensor, z: torch.Tensor, out: torch.Tensor, res: torch.Tensor | None = None) -> torch.Tensor:
-    """``g * act'(z)`` (``g`` may carry extra leading dimensions); fused kernels where torch has them.
-
-    ``z`` is the activation's input and ``out`` its output; ``res`` (a tensor of the broadcast shape,
-    may be ``g`` itself) receives the result if given.
-    """
-    kind = type(m)
-    if kind is nn.Tanh:
-        return torch.ops.aten.tanh_backward(g, out) if res is None else torch.ops.aten.tanh_backward.grad_input(g, out, grad_input=res)
-    if kind is nn.ReLU:
-        if res is None:
-            return torch.ops.aten.threshold_backward(g, out, 0)
-        return torch.ops.aten.threshold_backward.grad_input(g, out, 0, grad_input=res)
-    if kind is nn.Sigmoid:
-        return torch.ops.aten.sigmoid_backward(g, out) if res is None else torch.ops.aten.sigmoid_backward.grad_input(g, out, grad_input=res)
-    d = activation_derivative(m, z, out)
-    return g * d if res is None else torch.mul(g, d, out=res)
-
-
-def activation_derivative(m: nn.Module, z: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """``act'(z)`` elementwise, from ``z`` and ``out = act(z)``; closed forms for the usual ones.
-
-    Other modules are taken to be elementwise and differentiated by one forward-mode product.
-    """
-    kind = type(m)
-    if kind is nn.Tanh:
-        return 1.0 - out * out
-    if kind is nn.ReLU:
-        return (out > 0).to(z.dtype)
-    if kind is Sine:
-        return m.w0 * torch.cos(m.w0 * z)
-    if kind is nn.GELU and m.approximate == "none":
-        return 0.5 * (1.0 + torch.erf(z * (1.0 / math.sqrt(2.0)))) + z * torch.exp(-0.5 * z * z) * (1.0 / math.sqrt(2.0 * math.pi))
-    if kind is nn.Sigmoid:
-        return out * (1.0 - out)
-    if kind is nn.Identity:
-        return torch.ones_like(z)
-    return torch.func.jvp(m, (z,), (torch.ones_like(z),))[1]
-
 
 def check_probes(probes, distribution: str) -> None:
     """Validate the random-probe options shared by the output-sensitivity criteria."""
@@ -266,12 +103,13 @@ class _Centred(NamedTuple):
 
 def _centred_moments(model, batches, names, generator, probes=None, distribution="rademacher", *, second=True) -> dict[str, _Centred]:
     check_probes(probes, distribution)
-    chain = Chain(model, list(names))
+    chain = Walker(model)
+    stop = chain.index_of(names)[0]
     at = {chain.linear_at[n]: n for n in names}
     acc: dict[int, list] = {}
     centre: dict[int, torch.Tensor] = {}
     n_total = 0
-    widths = [m.weight.shape for m in chain.modules if isinstance(m, torch.nn.Linear)]
+    widths = [chain.weight(t).shape for t in chain.layers.values()]
     # the largest work tensors of a chunk: g (P, rows, out) above the first layer, [a - c, (a - c)^2]
     per_row = max([(probes or widths[-1][0]) * o for o, _ in widths[1:]] + [2 * i for _, i in widths])
     with torch.no_grad():
@@ -282,11 +120,11 @@ def _centred_moments(model, batches, names, generator, probes=None, distribution
                     raise SciPruneError(f"the model output must have shape (batch, outputs), got {tuple(y.shape)}")
                 B, K = y.shape
                 V = cotangents(K, B, probes, distribution, generator, like=y)
-                for t, g, lazy, acts in chain.backward(inputs, y, V):
+                for t, g in chain.backward_factored(inputs, y, V, stop):
                     if t not in at:
                         continue
                     a = inputs[t]
-                    G = _sensitivity(chain, t, g, lazy, acts, probes)
+                    G = _sensitivity(chain, g, probes)
                     if t not in acc:
                         centre[t] = a.mean(0)
                         dev = {"device": a.device, "dtype": torch.float64}
@@ -309,18 +147,21 @@ def _squares(g: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
     return G
 
 
-def _sensitivity(chain: Chain, t: int, g, lazy, acts, probes) -> torch.Tensor:
-    """G (B or 1, out): sum_k g_k^2 (exact) or the mean over the probes of g_p^2."""
-    if g is not None:
+def _sensitivity(chain: Walker, g: torch.Tensor | Factored, probes) -> torch.Tensor:
+    """G (B or 1, out): sum_k g_k^2 (exact) or the mean over the probes of g_p^2.
+
+    At the first requested layer ``g`` comes as factors ``(h @ W) * act'(z)``: with one cotangent,
+    product, fused activation backward, square; with several, ``act'(z)^2 sum_p (h_p @ W)^2`` one
+    cotangent at a time (the products stay in cache, no (P, B, out) temporary).
+    """
+    if not isinstance(g, Factored):
         G = _squares(g, chain.buffer("G", g.shape[1:], g))
     else:
-        h, W = lazy  # the first requested layer: g = (h @ W) * act'(z)
-        if h.shape[0] == 1:  # one cotangent: product, fused activation backward, square
-            g = h if W is None else torch.matmul(h, W, out=chain.buffer("h", (*h.shape[:-1], W.shape[1]), h))
-            for i, (act, z, out) in enumerate(acts):
-                g = activation_backward(act, g, z, out, chain.buffer(("b", i % 2), broadcast(g, z), g))
-            G = g[0].square_() if g is not h else g[0] * g[0]
-        else:  # act'(z)^2 sum_p (h_p @ W)^2, one cotangent at a time (the products stay in cache)
+        h, W, acts = g
+        if h.shape[0] == 1:
+            g1 = chain.complete(g)
+            G = g1[0].square_() if g1 is not h else g1[0] * g1[0]
+        else:
             if W is None:
                 G = _squares(h, chain.buffer("G", h.shape[1:], h))
             else:
@@ -330,8 +171,8 @@ def _sensitivity(chain: Chain, t: int, g, lazy, acts, probes) -> torch.Tensor:
                 for p in range(h.shape[0]):
                     G.addcmul_(torch.mm(h[p], W, out=hp), hp)
             for act, z, out in acts:
-                G = activation_backward(act, G, z, out, G if G.shape == z.shape else None)  # may broadcast
-                G = activation_backward(act, G, z, out, G)
+                G = act.backward(G, z, out, G if G.shape == z.shape else None)  # may broadcast
+                G = act.backward(G, z, out, G)
     if probes is not None and probes > 1:
         G.mul_(1.0 / probes)
     return G

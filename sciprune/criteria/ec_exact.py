@@ -25,23 +25,26 @@ import copy
 import torch
 from torch import nn
 
+from ..activations import Activation
+from ..chain import Walker
 from ..errors import SciPruneError
 from ._registry import ScoreResult, register
-from .ec import Chain, compensation_shifts
+from .ec import compensation_shifts
 
 MAX_WEIGHTS = 200_000
 _BUDGET = 1 << 18  # elements of a (weights, samples, width) work tensor: cache-sized
 _ROWS = 1024  # samples per forward pass of the unperturbed network
 
 
-def _rest(mods: list[nn.Module], h: torch.Tensor, bufs: list[torch.Tensor]) -> torch.Tensor:
-    """Run ``h`` (M, B, n), held in ``bufs[0]``, through ``mods`` (Linear layers and elementwise
-    activations), ping-ponging between the two flat work buffers ``bufs``, in place where possible:
-    no fresh memory per chunk (page faults cost as much as the work on a CPU)."""
+def _rest(chain: Walker, start: int, h: torch.Tensor, bufs: list[torch.Tensor]) -> torch.Tensor:
+    """Run ``h`` (M, B, n), held in ``bufs[0]``, through the children of ``chain`` from ``start`` on,
+    ping-ponging between the two flat work buffers ``bufs``, in place where possible: no fresh
+    memory per chunk (page faults cost as much as the work on a CPU)."""
     cur = 0
-    for m in mods:
-        kind = type(m)
-        if kind is nn.Linear:
+    for t in range(start, len(chain.modules)):
+        m = chain.modules[t]
+        act = chain.acts.get(t)
+        if act is None:
             M, B, n = h.shape
             cur = 1 - cur
             out = bufs[cur][: M * B * m.out_features].view(M * B, m.out_features)
@@ -50,12 +53,12 @@ def _rest(mods: list[nn.Module], h: torch.Tensor, bufs: list[torch.Tensor]) -> t
             else:
                 torch.addmm(m.bias, h.view(M * B, n), m.weight.T, out=out)
             h = out.view(M, B, m.out_features)
-        elif kind is nn.Tanh:
+        elif act.fused == "tanh":
             h = h.tanh_()
-        elif kind is nn.ReLU:
+        elif act.fused == "relu":
             h = h.relu_()
         else:
-            h = m(h)
+            h = act.value(h)
     return h
 
 
@@ -73,7 +76,8 @@ def ec_exact(model, batches, names, generator, *, max_weights: int = MAX_WEIGHTS
         )
     shifts = compensation_shifts(model, batches, names, generator)
     model64 = copy.deepcopy(model).to(torch.float64)
-    chain = Chain(model64, list(names))
+    chain = Walker(model64)
+    chain.index_of(names)  # a clear error for a name outside the chain
     device = next(model64.parameters()).device
     err = {n: torch.zeros(params[n].numel(), dtype=torch.float64, device=device) for n in names}
     bufs = [torch.empty(_BUDGET, dtype=torch.float64, device=device) for _ in range(2)]
@@ -89,15 +93,15 @@ def ec_exact(model, batches, names, generator, *, max_weights: int = MAX_WEIGHTS
     return ScoreResult(scores, shifts)
 
 
-def _layer_errors(chain: Chain, t: int, inputs, y, db: torch.Tensor, out: torch.Tensor, bufs) -> None:
+def _layer_errors(chain: Walker, t: int, inputs, y, db: torch.Tensor, out: torch.Tensor, bufs) -> None:
     """Add ``sum_n sum_k (y - y')^2`` for every weight of the Linear at ``t`` to ``out`` (flat)."""
     mods = chain.modules
     W = mods[t].weight
     n_out, n_in = W.shape
     a = inputs[t]  # (B, in)
-    z = chain.pre_activation(t, inputs, y)  # (B, out)
+    z = chain.output_of(t, inputs, y)  # (B, out)
     nxt = next((u for u in range(t + 1, len(mods)) if isinstance(mods[u], nn.Linear)), None)
-    post = mods[t + 1 : nxt if nxt is not None else len(mods)]  # elementwise activations after layer t
+    post = [chain.acts[u] for u in range(t + 1, nxt if nxt is not None else len(mods))]  # activations after layer t
     B = a.shape[0]
     width = max([y.shape[1]] + [m.out_features for m in mods[t + 1 :] if isinstance(m, nn.Linear)])
     per = max(1, _BUDGET // (B * width))
@@ -113,16 +117,16 @@ def _layer_errors(chain: Chain, t: int, inputs, y, db: torch.Tensor, out: torch.
         if nxt is None:
             out[idx] += change.square_().sum(1)
             continue
-        z_next = chain.pre_activation(nxt, inputs, y)  # (B, out_next)
+        z_next = chain.output_of(nxt, inputs, y)  # (B, out_next)
         M, n_next = idx.numel(), z_next.shape[1]
         h = bufs[0][: M * B * n_next].view(M, B, n_next)
         torch.addcmul(z_next[None], change[..., None], mods[nxt].weight[:, i].T[:, None, :], out=h)
-        d = _rest(mods[nxt + 1 :], h, bufs).sub_(y)
+        d = _rest(chain, nxt + 1, h, bufs).sub_(y)
         out[idx] += d.square_().sum((1, 2))
 
 
-def _apply_small(mods: list[nn.Module], h: torch.Tensor) -> torch.Tensor:
+def _apply_small(acts: list[Activation], h: torch.Tensor) -> torch.Tensor:
     """Elementwise activations on a (weights, samples) tensor."""
-    for m in mods:
-        h = m(h)
+    for act in acts:
+        h = act.value(h)
     return h

@@ -1,11 +1,11 @@
-"""Passes through a chain of ``nn.Linear`` layers and elementwise activations, without autograd graphs.
+"""The curvature routines' view of a chain of ``nn.Linear`` layers and elementwise activations.
 
-For an ``nn.Sequential`` like :class:`sciprune.models.MLP` one forward pass records the input ``a``
-of every module; a stack of output cotangents ``V`` (B, P, C) then goes backwards as
-``g <- g W`` through a Linear and ``g <- g * act'(z)`` through an activation, so for every Linear
-layer ``g[n, p] = J_z(x_n)^T V[n, p]`` with ``J_z = dy/dz`` (z the layer's pre-activation). With
-``V`` the columns of the output Hessian's square root, ``sum_p g g^T`` is the per-sample GGN with
-respect to ``z``. All products are batched over samples and cotangents (no per-sample loops).
+A thin layer over :class:`sciprune.chain.Walker` in the layout the GGN diagonal and K-FAC use:
+output cotangents ``V`` (B, P, C) go backwards as ``g <- g W`` through a Linear and
+``g <- g * act'(z)`` through an activation, so for every Linear layer ``g[n, p] = J_z(x_n)^T V[n, p]``
+with ``J_z = dy/dz`` (z the layer's pre-activation). With ``V`` the columns of the output Hessian's
+square root, ``sum_p g g^T`` is the per-sample GGN with respect to ``z``. All products are batched
+over samples and cotangents (no per-sample loops).
 """
 
 from __future__ import annotations
@@ -14,15 +14,14 @@ from collections.abc import Iterator
 
 import torch
 from torch import nn
-from torch.func import jvp
 
+from ..chain import Walker
 from ..errors import SciPruneError
-from ..models import is_elementwise_activation, linear_chain
 
 __all__ = ["LinearChain"]
 
 
-class LinearChain:
+class LinearChain(Walker):
     """The children of a flat ``nn.Sequential`` of Linear layers and elementwise activations.
 
     ``layers``: child name -> index of every Linear (in order); ``weight_of``/``bias_of``: child name
@@ -30,21 +29,12 @@ class LinearChain:
     """
 
     def __init__(self, model: nn.Module) -> None:
-        linear_chain(model)
-        self.modules: list[nn.Module] = []
-        self.layers: dict[str, int] = {}
-        for t, (child, m) in enumerate(model.named_children()):
-            if isinstance(m, nn.Linear):
-                self.layers[child] = t
-            elif not is_elementwise_activation(m):
-                raise SciPruneError(
-                    f"module {child!r} ({type(m).__name__}) is not an elementwise activation; this routine needs an "
-                    "nn.Sequential of nn.Linear layers and elementwise activations (like sciprune.MLP); "
-                    "use the operators (hvp, ggnvp, hutchinson_diagonal) for other models"
-                )
-            self.modules.append(m)
-        self.weight_of = {c: f"{c}.weight" for c in self.layers}
-        self.bias_of = {c: (f"{c}.bias" if self.modules[t].bias is not None else None) for c, t in self.layers.items()}
+        try:
+            super().__init__(model)
+        except SciPruneError as e:
+            if "not an elementwise activation" not in str(e):
+                raise
+            raise SciPruneError(f"{e}; use the operators (hvp, ggnvp, hutchinson_diagonal) for other models") from None
 
     def layers_for(self, param_names) -> list[str]:
         """The layers (child names) owning ``param_names``; error for a parameter outside the chain's Linears."""
@@ -60,28 +50,17 @@ class LinearChain:
 
     @torch.no_grad()
     def forward(self, X: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
-        """``inputs[t]`` (the tensor entering module t) and the output (B, C)."""
+        """``inputs[t]`` (the tensor entering module t) and the output (B, C), valid until the next call."""
         if X.ndim != 2:
             raise SciPruneError(f"X must have shape (B, features), got {tuple(X.shape)}")
-        inputs, h = [], X
-        for m in self.modules:
-            inputs.append(h)
-            h = m(h.clone() if getattr(m, "inplace", False) else h)
+        inputs, h = super().forward(X)
         if h.ndim != 2:
             raise SciPruneError(f"the model output must have shape (B, C), got {tuple(h.shape)}")
         return inputs, h
 
     @torch.no_grad()
-    def backward(self, inputs: list[torch.Tensor], V: torch.Tensor, stop: int) -> Iterator[tuple[int, torch.Tensor]]:
+    def backward(self, inputs: list[torch.Tensor], y: torch.Tensor, V: torch.Tensor, stop: int = 0
+                 ) -> Iterator[tuple[int, torch.Tensor]]:
         """Yield ``(t, g)`` for every Linear ``t >= stop``, last first; ``V``, ``g``: (B, P, features)."""
-        G = V
-        for t in range(len(self.modules) - 1, stop - 1, -1):
-            m = self.modules[t]
-            if isinstance(m, nn.Linear):
-                yield t, G
-                if t > stop:
-                    G = G @ m.weight
-            else:
-                z = inputs[t]
-                d = jvp(m, (z,), (torch.ones_like(z),))[1]  # act'(z), elementwise
-                G = G * d[:, None, :]
+        for t, g in super().backward(inputs, y, V.transpose(0, 1), stop):
+            yield t, g.transpose(0, 1)

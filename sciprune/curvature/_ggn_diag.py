@@ -48,7 +48,7 @@ def ggn_diagonal(model: nn.Module, data, *, loss: str, names: Sequence[str] | st
         targets(loss, y, Y)
         B = X.shape[0]
         V = out_hessian_sqrt(loss, y).expand(B, -1, -1)
-        for t, g in chain.backward(inputs, V, stop):
+        for t, g in chain.backward(inputs, y, V, stop):
             if t not in at:
                 continue
             c = at[t]

@@ -73,7 +73,7 @@ def kfac_factors(model: nn.Module, data, *, loss: str, fisher: str = "exact", se
         targets(loss, y, Y)
         B = X.shape[0]
         V = out_hessian_sqrt(loss, y).expand(B, -1, -1) if fisher == "exact" else sampled_out_grad(loss, y, rng)
-        for t, g in chain.backward(inputs, V, stop):
+        for t, g in chain.backward(inputs, y, V, stop):
             if t not in at:
                 continue
             c = at[t]

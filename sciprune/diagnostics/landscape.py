@@ -26,7 +26,7 @@ from torch.func import vmap
 from .. import losses
 from ..batches import Batches, as_batches
 from ..errors import SciPruneError
-from .psp import _Counts, _hidden_layers, _Layer, _pair_mean, _resolve_classes
+from ._psp_counts import Counts, HiddenLayer, hidden_layers, pair_mean, resolve_classes
 
 __all__ = ["loss_line", "loss_map", "plane_directions", "plane_axes", "MAX_POINTS"]
 
@@ -194,7 +194,7 @@ class _Evaluator:
         p = next(model.parameters())
         self.device, self.dtype, self.chunk = p.device, p.dtype, chunk
         self.children = list(model.named_children())
-        self.layers: list[_Layer] = _hidden_layers(model) if psp else []
+        self.layers: list[HiddenLayer] = hidden_layers(model) if psp else []
         if psp and not self.layers:
             raise SciPruneError("psp=True needs a hidden layer (a Linear followed by an activation and another Linear)")
         width = sum(lay.width for lay in self.layers) + sum(m.out_features for _, m in self.children if isinstance(m, nn.Linear))
@@ -203,7 +203,7 @@ class _Evaluator:
         Y0 = next(iter(self.train))[1]
         self.loss = losses.resolve(loss, Y0)
         self.relu = any(lay.relu for lay in self.layers)
-        self.spec = _resolve_classes(self.train, None, n_bins) if self.relu else None
+        self.spec = resolve_classes(self.train, None, n_bins) if self.relu else None
         self._fwd = vmap(lambda prm, x: _chain(self.children, {lay.index for lay in self.layers}, prm, x), in_dims=(0, None))
 
     def _batches(self, data) -> Batches:
@@ -219,7 +219,7 @@ class _Evaluator:
             P = next(iter(pts.values())).shape[0]
             counts = None
             if stats:
-                counts = _Counts([lay.width for lay in self.layers], [lay.relu for lay in self.layers],
+                counts = Counts([lay.width for lay in self.layers], [lay.relu for lay in self.layers],
                                  self.spec.n if self.spec else 1, order2=self.relu, lead=(P,), device=self.device)
             total, count = torch.zeros(P, dtype=torch.float64, device=self.device), 0
             for X, Y in data:
@@ -235,7 +235,7 @@ class _Evaluator:
                 nan = torch.full((P,), torch.nan, dtype=torch.float64)
                 means = {"mean_psp_sq": [r["psp_sq"].mean(-1).cpu() for r in res],
                          "mean_entropy": [r["entropy"].mean(-1).cpu() if "entropy" in r else nan for r in res],
-                         "mean_pair_entropy": [_pair_mean(r["pair_entropy"]).cpu() if "pair_entropy" in r else nan
+                         "mean_pair_entropy": [pair_mean(r["pair_entropy"]).cpu() if "pair_entropy" in r else nan
                                                for r in res]}
                 for key, v in means.items():
                     out.setdefault(key, []).append(torch.stack(v, -1).numpy())

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from ..errors import SciPruneError
-from ..models import Sine
+from ..activations import TYPES
 
 __all__ = [
     "architecture_key",
@@ -27,10 +27,9 @@ __all__ = [
     "is_plain_chain",
 ]
 
-# Modules that act elementwise and hold no parameters: applying one to an (M, B, h) tensor is the
-# same as applying it to each member's (B, h) slice.
-_ELEMENTWISE = (nn.Tanh, nn.ReLU, nn.GELU, Sine, nn.Sigmoid, nn.SiLU, nn.Identity, nn.LeakyReLU,
-                nn.Softplus, nn.ELU)
+# Modules that act elementwise and hold no parameters (sciprune.activations, one list for all):
+# applying one to an (M, B, h) tensor is the same as applying it to each member's (B, h) slice.
+_ELEMENTWISE = TYPES
 
 
 def architecture_key(model: nn.Module) -> tuple:
