@@ -5,6 +5,7 @@ from .hooks import FitState
 from .criteria import available as methods
 from .masks import MaskedStep, get_masks, set_masks, sparsity
 from .models import MLP, build_model, describe, lenet_300_100
+from .neurons import neuron_sparsity
 from .procedure import GradualPruning, prune_scheduled
 from .pruning import PrunePlan, PruneReport, apply_plan, plan, prune, scores
 from .schedules import Cubic, Iterative, MultiStep, OneShot, parse_schedule
@@ -17,7 +18,7 @@ __all__ = [
     "MLP", "lenet_300_100", "build_model", "describe",
     "scores", "prune", "PruneReport", "plan", "apply_plan", "PrunePlan", "methods",
     "prune_scheduled", "GradualPruning", "OneShot", "MultiStep", "Iterative", "Cubic", "parse_schedule",
-    "get_masks", "set_masks", "sparsity", "MaskedStep", "compact",
+    "get_masks", "set_masks", "sparsity", "neuron_sparsity", "MaskedStep", "compact",
     "fit", "TrainConfig", "History", "FitState",
     "Surrogate", "load", "save",
     "__version__",

@@ -321,12 +321,12 @@ def report_cmd(results, out, metric) -> None:
 
 @cli.command()
 def methods() -> None:
-    """List the pruning methods."""
+    """List the pruning methods (a neuron method's ratio is a fraction of hidden neurons)."""
     from .criteria import available, get
 
     for name in available():
         c = get(name)
-        extra = "" if c.needs_data else " (no data needed)"
+        extra = ("" if c.needs_data else " (no data needed)") + (" [removes whole neurons]" if c.granularity == "neuron" else "")
         click.echo(f"{name:16s} {c.summary}{extra}")
 
 

@@ -6,6 +6,10 @@ For hidden neuron i of layer l (output of ``W_l``, input of ``W_{l+1}``):
   ``W_{l+1}[:, i] * act(b_l[i])`` into ``b_{l+1}`` and drop it.
 Dropping neurons can make others dead, so the sweep repeats until nothing changes. Inputs and
 outputs are never removed. The result is a new model; the original is left as it was.
+
+A neuron removed at neuron granularity (:mod:`sciprune.neurons`: row, bias entry and next-layer
+column masked) has a zero outgoing column, so it is dropped and the outputs are unchanged: its
+contribution ``W_{l+1}[:, i] act(b_l[i])`` was already zero.
 """
 
 from __future__ import annotations
@@ -35,13 +39,14 @@ def dead_neurons(model: nn.Sequential) -> list[torch.Tensor]:
 def compact(model: nn.Sequential) -> nn.Sequential:
     """A copy of ``model`` with dead hidden neurons removed and the same outputs.
 
-    Masks set on the model carry over to the surviving weights. A hidden layer keeps at least one
-    neuron (with zero weights) so the chain stays well formed.
+    Masks set on the model (on weights and on biases) carry over to the surviving entries. A hidden
+    layer keeps at least one neuron (with zero weights) so the chain stays well formed.
     """
     linear_chain(model)  # a clear error for anything but a Linear/activation chain
     new = copy.deepcopy(model)
     masks = get_masks(new)
     names = prunable_names(new)
+    bias_masks = [m._buffers.get("bias_mask") for m in new if isinstance(m, nn.Linear)]
     remove_masks(new)
     positions = [i for i, m in enumerate(new) if isinstance(m, nn.Linear)]
     lins = [new[i] for i in positions]
@@ -82,11 +87,16 @@ def compact(model: nn.Sequential) -> nn.Sequential:
             lins[l + 1] = _slice_linear(lins[l + 1], cols=keep)
             mask_list[l] = mask_list[l][keep]
             mask_list[l + 1] = mask_list[l + 1][:, keep]
+            if bias_masks[l] is not None:
+                bias_masks[l] = bias_masks[l][keep]
             changed = True
 
     for pos, lin in zip(positions, lins):
         new[pos] = lin
-    set_masks(new, {n: m for n, m in zip(prunable_names(new), mask_list) if not bool(m.all())})
+    kept = {n: m for n, m in zip(prunable_names(new), mask_list) if not bool(m.all())}
+    kept.update({n[: -len("weight")] + "bias": m for n, m in zip(prunable_names(new), bias_masks)
+                 if m is not None and not bool(m.all())})
+    set_masks(new, kept)
     return new
 
 

@@ -119,8 +119,8 @@ class PruneSpec(_Frozen):
         from .criteria import available
 
         known = available()
-        if info.field_name == "methods" and v == ["all"]:
-            return known
+        if info.field_name == "methods" and v == ["all"]:  # a case's ratios are fractions of weights
+            return available(granularity="weight")
         unknown = [m for m in v if m not in known]
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; available: {known}"
@@ -259,7 +259,30 @@ class Case(_Frozen):
             raise _Bad("noise.levels", "noise applies to regression targets only; for classification use "
                                        "noise.levels = [0.0]")
         self._check_sizes()
+        self._check_neuron_ratios()
         return self
+
+    def _check_neuron_ratios(self) -> None:
+        """A neuron method's ratios are fractions of hidden neurons: one that would empty a hidden layer of
+        some architecture (surely, from the widths alone: :func:`sciprune.neurons.check_neuron_ratio`) is
+        refused here, before any data are made or any network trained."""
+        from .criteria import granularity_of
+        from .neurons import check_neuron_ratio
+
+        if not any(granularity_of(m) == "neuron" for _, m, _ in self.prune.variants):
+            return
+        shifted = [m for m in self.prune.compensate if granularity_of(m) == "neuron"]
+        if shifted:
+            raise _Bad("prune.compensate", f"method(s) {shifted} remove whole neurons; elimination-compensation "
+                                           "shifts are defined per weight: leave them out of prune.compensate")
+        for name, spec in self.models.items():
+            hidden = spec.sizes(1, 1)[1:-1]
+            for ratio in self.prune.ratios:
+                try:
+                    check_neuron_ratio(ratio, {f"hidden layer {i + 1} of {name}": w for i, w in enumerate(hidden)},
+                                       scope=self.prune.scope)
+                except SciPruneError as err:
+                    raise _Bad("prune.ratios", str(err)) from None
 
     def _check_sizes(self) -> None:
         """Every network fits in memory. Input and output sizes: (x, t) -> u for PDEBench, 8x8 digits

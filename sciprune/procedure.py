@@ -5,6 +5,11 @@ step's sparsity with :func:`sciprune.apply_plan`: already-pruned weights rank be
 (:mod:`sciprune.selection`), so masks only shrink and the step's sparsity counts all weights. With no
 training between steps this is Laurent et al.'s (2020) locality; with one step it is
 :func:`sciprune.prune` exactly.
+
+With a neuron criterion (granularity ``"neuron"``, :mod:`sciprune.neurons`) every target and step is a
+*neuron* sparsity (the fraction of the scored hidden neurons removed) with the same rounding rule, so
+the schedules reach their target neuron count exactly; a target that would empty a hidden layer is
+refused before the first step.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from typing import Callable
 from torch import nn
 
 from .checks import check_choice
+from .criteria import granularity_of
 from .errors import SciPruneError
+from .neurons import alive_neurons, check_neuron_target, select_neurons
 from .pruning import PruneReport, apply_plan, plan
 from .schedules import Cubic, Iterative, OneShot, Schedule, check_target, parse_schedule
 from .selection import SCOPES
@@ -52,6 +59,9 @@ def prune_scheduled(
     ``on_step(model, k, report)``, if given, is called after step k is applied (before any training),
     e.g. to evaluate or record each step.
     Every argument is checked before the first scoring; a later step that fails leaves the steps done.
+    With a neuron criterion, ``target`` and the steps are neuron sparsities and ``report.pruned`` counts
+    neurons; a target that would empty a hidden layer is refused before any step (for global scope by
+    the first scoring's ranking at the target; a re-scored later step may still be refused then).
     """
     if not isinstance(model, nn.Module):
         raise SciPruneError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -72,8 +82,13 @@ def prune_scheduled(
 
     if on_step is not None and not callable(on_step):
         raise SciPruneError(f"on_step must be a function (model, step, report), got {on_step!r}")
+    neuron = granularity_of(method) == "neuron"
+    if neuron:
+        check_neuron_target(model, target, scope=scope, names=options.get("names"))
 
     first = plan(model, method, data, compensate=compensate, **options)
+    if neuron:  # the ranking at the target must leave every hidden layer a neuron (computes masks only)
+        select_neurons(first.scores, target, scope=scope, alive=alive_neurons(model, list(first.scores)))
     if isinstance(schedule, Iterative) and scope == "global":
         steps = schedule.targets(target, total=sum(s.numel() for s in first.scores.values()))
     else:
@@ -100,6 +115,8 @@ class GradualPruning:
     where every member is scored on ``data``), ``steps``: the optimiser step of each update.
     Training that ends before the last update raises :class:`SciPruneError` at its last epoch.
     Other arguments as in :func:`prune_scheduled` (``scope``, ``compensate``, criterion options).
+    With a neuron criterion the sparsities are neuron sparsities; a target that would surely empty a
+    hidden layer (:func:`sciprune.neurons.check_neuron_ratio`) is refused at the first optimiser step.
     """
 
     def __init__(self, method: str, target: float, data=None, *, schedule: Cubic | dict, scope: str = "global",
@@ -114,9 +131,14 @@ class GradualPruning:
         self.steps: list[int] = []
         self.reports: list[PruneReport] = []
         self._pending = list(zip(self.schedule.update_steps(), self.schedule.targets(target)))
+        self._unchecked = granularity_of(method) == "neuron"
 
     def after_step(self, state) -> None:
         """Make the update due at or before this step (the latest, if several are due)."""
+        if self._unchecked:
+            for model in state.members:
+                check_neuron_target(model, self.schedule.final, scope=self.scope, names=self.options.get("names"))
+            self._unchecked = False
         due = [u for u in self._pending if u[0] <= state.step]
         if not due:
             return

@@ -4,6 +4,10 @@ Score, select, apply: a criterion scores every prunable weight (``sciprune.crite
 turns scores into keep-masks for a ratio and scope (``sciprune.selection``), and the one mask
 mechanism applies them (``sciprune.masks``), plus bias shifts where the criterion compensates
 or ``prune(..., compensate=True)`` asks for elimination-compensation shifts.
+
+A criterion of granularity ``"neuron"`` (``sciprune.criteria.Criterion.granularity``) scores hidden
+neurons instead; every entry point here then takes a *neuron* ratio and removes whole neurons (their
+rows, bias entries and next-layer columns; :mod:`sciprune.neurons`), unchanged for callers.
 """
 
 from __future__ import annotations
@@ -19,6 +23,8 @@ from .checks import check_choice, check_positive_int, check_seed
 from .errors import SciPruneError
 from .masks import get_masks, prunable_names, set_masks, sparsity
 from .models import device_and_dtype
+from .neurons import (alive_neurons, check_hidden_names, check_neuron_target, hidden_layers, neuron_param_masks,
+                      select_neurons)
 from .selection import SCOPES, check_ratio, select
 
 __all__ = ["scores", "score_result", "prune", "PruneReport", "PrunePlan", "plan", "apply_plan", "ec_shifts"]
@@ -34,14 +40,19 @@ def score_result(
     batch_size: int | None = None,
     **options,
 ) -> _criteria.ScoreResult:
-    """Run criterion ``method`` and return its full :class:`ScoreResult` (scores and bias shifts)."""
+    """Run criterion ``method`` and return its full :class:`ScoreResult` (scores and bias shifts).
+
+    For a neuron criterion ``names`` are hidden layers' weights (default: all of them) and each score
+    is ``(out_features,)``; a model that is not a plain Linear/activation chain is refused.
+    """
     _check_model(model)
     crit = _criteria.get(method)
     unknown = set(options) - set(crit.options)
     if unknown:
         allowed = ", ".join(sorted(crit.options)) or "none"
         raise SciPruneError(f"unknown option(s) {sorted(unknown)} for method {method!r}; allowed: {allowed}")
-    names = _check_names(model, names)
+    neuron = crit.granularity == "neuron"
+    names = check_hidden_names(model, names) if neuron else _check_names(model, names)
     seed = check_seed(seed)
     batch_size = check_positive_int(batch_size, "batch_size", none_ok=True)
     device, dtype = device_and_dtype(model)
@@ -62,6 +73,12 @@ def score_result(
     missing = set(names) - set(result.scores)
     if missing:
         raise RuntimeError(f"criterion {method!r} returned no scores for {sorted(missing)}")
+    if neuron:
+        params = dict(model.named_parameters())
+        bad = [n for n in names if tuple(result.scores[n].shape) != (params[n].shape[0],)]
+        if bad or result.bias_shifts:
+            raise RuntimeError(f"neuron criterion {method!r} must return one score per row of {bad or names} "
+                               "and no bias shifts")
     return result
 
 
@@ -97,7 +114,15 @@ def scores(model: nn.Module, method: str, data=None, **options) -> dict[str, tor
 @dataclass(frozen=True)
 class PruneReport:
     """What :func:`prune` did: the method, requested ratio, achieved sparsity from the live tensors,
-    and whether the biases were shifted to compensate the removed weights (``compensated``)."""
+    and whether the biases were shifted to compensate the removed weights (``compensated``).
+
+    ``pruned`` / ``total`` (hence ``achieved``) count the units of the ratio in the scored pool:
+    weights for a weight criterion, hidden neurons for a neuron criterion (``granularity``).
+    ``neurons_pruned`` / ``neurons_total``: removed hidden neurons of the scored layers (None for a
+    weight criterion); ``weights_pruned`` / ``weights_total``: masked entries over every Linear
+    weight of the model, whatever the granularity (for a weight criterion scoring all weights, the
+    same as ``pruned`` / ``total``).
+    """
 
     method: str
     ratio: float
@@ -106,10 +131,29 @@ class PruneReport:
     total: int
     sparsity: dict = field(repr=False)
     compensated: bool = False
+    granularity: str = "weight"
+    neurons_pruned: int | None = None
+    neurons_total: int | None = None
+    weights_pruned: int | None = None
+    weights_total: int | None = None
 
     @property
     def achieved(self) -> float:
         return self.pruned / self.total if self.total else 0.0
+
+    @property
+    def neuron_sparsity(self) -> float | None:
+        """Removed fraction of the scored hidden neurons; None for a weight criterion."""
+        if self.neurons_total is None:
+            return None
+        return self.neurons_pruned / self.neurons_total if self.neurons_total else 0.0
+
+    @property
+    def weight_sparsity(self) -> float | None:
+        """Masked fraction of all Linear weights of the model."""
+        if self.weights_total is None:
+            return None
+        return self.weights_pruned / self.weights_total if self.weights_total else 0.0
 
 
 @torch.no_grad()
@@ -144,12 +188,24 @@ class PrunePlan:
     method: str
     scores: dict[str, torch.Tensor] = field(repr=False)
     shifts: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+    granularity: str | None = None
+
+    def __post_init__(self) -> None:
+        # None: the registered criterion's granularity ("weight" for a name not registered)
+        g = self.granularity
+        if g is None:
+            g = _criteria.granularity_of(self.method)
+            object.__setattr__(self, "granularity", g)
+        check_choice(g, _criteria.GRANULARITIES, "granularity")
 
 
 def plan(model: nn.Module, method: str, data=None, *, compensate: bool | None = None, **options) -> PrunePlan:
     """Score ``model`` with ``method`` and resolve its bias shifts for ``compensate`` (see :func:`prune`)."""
     if compensate is not None and not isinstance(compensate, bool):
         raise SciPruneError(f"compensate must be None (the criterion's own), True or False, got {compensate!r}")
+    if compensate is True and _criteria.granularity_of(method) == "neuron":
+        raise SciPruneError(f"compensate=True (elimination-compensation bias shifts) is defined per weight; method "
+                            f"{method!r} removes whole neurons: use compensate=None or False")
     if compensate is True and data is None:
         raise SciPruneError(
             "compensate=True computes elimination-compensation bias shifts from data; pass data=(X, Y) "
@@ -160,7 +216,7 @@ def plan(model: nn.Module, method: str, data=None, *, compensate: bool | None = 
     if compensate is True and not shifts:
         shifts = ec_shifts(model, data, names=list(result.scores), seed=options.get("seed", 0),
                            batch_size=options.get("batch_size"))
-    return PrunePlan(method, result.scores, shifts or None)
+    return PrunePlan(method, result.scores, shifts or None, _criteria.granularity_of(method))
 
 
 def ec_shifts(model: nn.Module, data, *, names: list[str] | None = None, seed: int = 0,
@@ -184,13 +240,16 @@ def apply_plan(model: nn.Module, prune_plan: PrunePlan, ratio: float, *, scope: 
     """Prune ``ratio`` of the weights of ``model`` in place by the scores of ``prune_plan``.
 
     ``model`` is the network the plan was made on or a copy of it (parameters are matched by
-    name). Each bias gets the summed shifts of the weights removed from its row.
+    name). Each bias gets the summed shifts of the weights removed from its row. A neuron plan
+    (``prune_plan.granularity == "neuron"``) removes ``ratio`` of the scored hidden neurons instead.
     """
     _check_model(model)
     if not isinstance(prune_plan, PrunePlan):
         raise SciPruneError(f"prune_plan must be a PrunePlan made by sciprune.plan, got {type(prune_plan).__name__}")
     ratio = check_ratio(ratio)
     check_choice(scope, SCOPES, "scope")
+    if prune_plan.granularity == "neuron":
+        return _apply_neuron_plan(model, prune_plan, ratio, scope)
     names = list(prune_plan.scores)
     params = dict(model.named_parameters())
     missing = [n for n in names if n not in params or params[n].shape != prune_plan.scores[n].shape]
@@ -205,7 +264,31 @@ def apply_plan(model: nn.Module, prune_plan: PrunePlan, ratio: float, *, scope: 
     total = sum(m.numel() for m in keep.values())
     pruned = sum(int((~m).sum()) for m in keep.values())
     return PruneReport(prune_plan.method, ratio, scope, pruned, total, sparsity(model),
-                       compensated=bool(prune_plan.shifts))
+                       compensated=bool(prune_plan.shifts), **_weight_counts(model))
+
+
+def _weight_counts(model: nn.Module) -> dict[str, int]:
+    masks = get_masks(model).values()
+    return {"weights_pruned": sum(int((~m).sum()) for m in masks), "weights_total": sum(m.numel() for m in masks)}
+
+
+def _apply_neuron_plan(model: nn.Module, prune_plan: PrunePlan, ratio: float, scope: str) -> PruneReport:
+    """Remove ``ratio`` of the scored hidden neurons (rows, bias entries, next-layer columns)."""
+    if prune_plan.shifts:
+        raise SciPruneError(f"a neuron plan ({prune_plan.method!r}) cannot carry bias shifts: compensation is "
+                            "defined per weight; make the plan with compensate=None or False")
+    layers = [h for h in hidden_layers(model) if h.weight in prune_plan.scores]
+    params = dict(model.named_parameters())
+    bad = [n for n, s in prune_plan.scores.items()
+           if n not in {h.weight for h in layers} or tuple(s.shape) != (params[n].shape[0],)]
+    if bad:
+        raise SciPruneError(f"the neuron plan does not fit this model: no hidden layer with that many neurons for {bad}")
+    keep = select_neurons(prune_plan.scores, ratio, scope=scope, alive=alive_neurons(model, list(prune_plan.scores)))
+    set_masks(model, neuron_param_masks(layers, keep, params))
+    pruned = sum(int((~k).sum()) for k in keep.values())
+    total = sum(k.numel() for k in keep.values())
+    return PruneReport(prune_plan.method, ratio, scope, pruned, total, sparsity(model), granularity="neuron",
+                       neurons_pruned=pruned, neurons_total=total, **_weight_counts(model))
 
 
 def prune(
@@ -220,7 +303,8 @@ def prune(
 ) -> PruneReport:
     """Prune ``ratio`` of the prunable weights of ``model`` in place, lowest ``method`` scores first.
 
-    ``ratio`` is the fraction of weights removed (biases excluded), in [0, 1); ``scope`` is
+    ``ratio`` is the fraction of weights removed (biases excluded), in [0, 1), or of hidden neurons
+    for a neuron criterion such as ``neuron-magnitude`` (:mod:`sciprune.neurons`); ``scope`` is
     ``"global"`` (one ranking over all layers) or ``"layer"`` (the ratio in each layer). Masks only
     shrink and are held by :mod:`sciprune.masks` through later training.
 
@@ -235,4 +319,7 @@ def prune(
     """
     check_ratio(ratio)
     check_choice(scope, SCOPES, "scope")  # checked before the (possibly long) scoring
+    if _criteria.granularity_of(method) == "neuron":
+        _check_model(model)
+        check_neuron_target(model, ratio, scope=scope, names=options.get("names"))
     return apply_plan(model, plan(model, method, data, compensate=compensate, **options), ratio, scope=scope)

@@ -21,8 +21,8 @@ __all__ = ["check_ratio", "n_to_prune", "select"]
 SCOPES = ("global", "layer")
 
 
-def check_ratio(ratio: float) -> float:
-    """Validate a pruning ratio: the fraction of weights removed, in [0, 1)."""
+def check_ratio(ratio: float, *, unit: str = "weights") -> float:
+    """Validate a pruning ratio: the fraction of ``unit`` (weights, or neurons) removed, in [0, 1)."""
     if isinstance(ratio, bool):
         raise SciPruneError(f"ratio must be a number in [0, 1), got {ratio!r}")
     try:
@@ -30,7 +30,7 @@ def check_ratio(ratio: float) -> float:
     except (TypeError, ValueError, OverflowError):
         raise SciPruneError(f"ratio must be a number in [0, 1), got {ratio!r}") from None
     if not (0.0 <= r < 1.0) or math.isnan(r):
-        raise SciPruneError(f"ratio must be in [0, 1) (the fraction of weights removed), got {ratio!r}")
+        raise SciPruneError(f"ratio must be in [0, 1) (the fraction of {unit} removed), got {ratio!r}")
     return r
 
 

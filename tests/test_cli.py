@@ -36,6 +36,8 @@ def test_methods_lists_registry():
     assert res.exit_code == 0
     for m in sciprune.methods():
         assert m in res.output
+    lines = {ln.split()[0]: ln for ln in res.output.splitlines() if ln.strip()}
+    assert all(("whole neurons" in lines[m]) == (m in sciprune.methods("neuron")) for m in sciprune.methods())
 
 
 def _user_error(args, needle, tmp_path):

@@ -19,8 +19,8 @@ def test_shipped_cases_are_valid():
 def test_all_methods_expands_to_registry():
     import sciprune
 
-    case = parse_case({"prune": {"methods": ["all"]}})
-    assert case.prune.methods == sciprune.methods()
+    case = parse_case({"prune": {"methods": ["all"]}})  # "all": every weight criterion (ratios count weights)
+    assert case.prune.methods == sciprune.methods("weight")
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,8 @@ from helpers import assert_close
 
 
 METHODS = sciprune.methods()
+#: Criteria scoring weights (shapes like the weights; neuron criteria: tests/test_neurons.py).
+WEIGHT_METHODS = sciprune.methods("weight")
 
 
 def _model(dtype=torch.float32, seed=0):
@@ -56,7 +58,7 @@ def test_registry_is_not_empty_and_has_the_core_methods():
         assert crit.name == name and crit.summary and isinstance(crit.needs_data, bool)
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", WEIGHT_METHODS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_keys_shapes_dtype(method, dtype):
     model = _model(dtype)
@@ -227,7 +229,7 @@ def test_bias_shifts_equal_the_least_squares_optimum(method, dtype):
                  what=f"{method} output layer")
 
 
-@pytest.mark.parametrize("method", [m for m in METHODS if m not in COMPENSATING])
+@pytest.mark.parametrize("method", [m for m in WEIGHT_METHODS if m not in COMPENSATING])
 def test_criteria_without_compensation_return_no_shifts(method):
     """The other criteria rank only: no shifts, so ``prune(compensate=None)`` leaves the biases alone."""
     res = sciprune.pruning.score_result(_model(), method, _tensors(torch.float32), seed=2, names=SHIFTED_NAMES)
@@ -249,7 +251,7 @@ def test_prune_adds_the_shifts_of_the_removed_weights_to_their_row_bias(method):
         assert (~keep).any(dim=1).any(), f"{n}: no row lost a weight"
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", WEIGHT_METHODS)
 @pytest.mark.parametrize("compensate", [None, True, False])
 def test_prune_compensate_modes(method, compensate):
     """``compensate=None`` keeps the criterion's own shifts, True forces EC shifts, False none."""

@@ -1,5 +1,5 @@
 """Pruning criteria. Each module registers one method with :func:`register`; see ``_registry``."""
 
-from ._registry import Criterion, ScoreResult, available, get, register
+from ._registry import GRANULARITIES, Criterion, ScoreResult, available, get, granularity_of, register
 
-__all__ = ["Criterion", "ScoreResult", "available", "get", "register"]
+__all__ = ["Criterion", "ScoreResult", "GRANULARITIES", "available", "get", "granularity_of", "register"]

@@ -9,14 +9,19 @@ import torch
 
 from ..errors import SciPruneError
 
-__all__ = ["Criterion", "ScoreResult", "register", "get", "available"]
+__all__ = ["Criterion", "ScoreResult", "GRANULARITIES", "register", "get", "available", "granularity_of"]
+
+#: What one score rates: one weight entry, or one hidden neuron (see :mod:`sciprune.neurons`).
+GRANULARITIES = ("weight", "neuron")
 
 
 @dataclass(frozen=True)
 class ScoreResult:
     """What a criterion returns.
 
-    ``scores``: name -> importance tensor shaped like the weight (higher = keep).
+    ``scores``: name -> importance tensor shaped like the weight (higher = keep); for a criterion of
+    granularity ``"neuron"``, name of the weight whose rows are the neurons -> ``(out_features,)``
+    tensor, one score per hidden neuron (hidden layers only: never the output layer's rows).
     ``bias_shifts``: for compensating criteria, name of a weight -> tensor shaped like it holding
     the shift its removal asks of its row's bias (the bias of the same Linear layer); the pruner
     adds, for each bias entry, the shifts of the weights removed from its row.
@@ -32,7 +37,9 @@ class Criterion:
 
     ``compute(model, batches, names, generator, **options) -> ScoreResult``; ``batches`` is a
     :class:`~sciprune.batches.Batches` or None when ``needs_data`` is False. It must not change the
-    model, its training mode, or any ``.grad``.
+    model, its training mode, or any ``.grad``. ``granularity``: ``"weight"`` (one score per weight
+    entry, the default) or ``"neuron"`` (one per hidden neuron; ``names`` are then the hidden layers'
+    weights and selection removes whole neurons, :mod:`sciprune.neurons`).
     """
 
     name: str
@@ -40,18 +47,22 @@ class Criterion:
     compute: Callable[..., ScoreResult]
     needs_data: bool
     options: dict[str, str] = field(default_factory=dict)
+    granularity: str = "weight"
 
 
 _REGISTRY: dict[str, Criterion] = {}
 
 
-def register(name: str, *, summary: str, needs_data: bool, options: dict[str, str] | None = None):
-    """Decorator registering ``compute`` under ``name``."""
+def register(name: str, *, summary: str, needs_data: bool, options: dict[str, str] | None = None,
+             granularity: str = "weight"):
+    """Decorator registering ``compute`` under ``name``; ``granularity`` is ``"weight"`` or ``"neuron"``."""
+    if not isinstance(granularity, str) or granularity not in GRANULARITIES:
+        raise SciPruneError(f"criterion {name!r}: granularity must be one of {GRANULARITIES}, got {granularity!r}")
 
     def deco(fn: Callable[..., ScoreResult]) -> Callable[..., ScoreResult]:
         if name in _REGISTRY:
             raise RuntimeError(f"criterion {name!r} registered twice")
-        _REGISTRY[name] = Criterion(name, summary, fn, needs_data, dict(options or {}))
+        _REGISTRY[name] = Criterion(name, summary, fn, needs_data, dict(options or {}), granularity)
         return fn
 
     return deco
@@ -67,9 +78,22 @@ def get(name: str) -> Criterion:
         raise SciPruneError(f"unknown method {name!r}; available: {', '.join(available())}") from None
 
 
-def available() -> list[str]:
+def granularity_of(name) -> str:
+    """The granularity of registered criterion ``name``; ``"weight"`` for anything not registered (an
+    unknown name is refused where it is scored)."""
     _load_all()
-    return sorted(_REGISTRY)
+    crit = _REGISTRY.get(name) if isinstance(name, str) else None
+    return crit.granularity if crit is not None else "weight"
+
+
+def available(granularity: str | None = None) -> list[str]:
+    """Names of the registered criteria, sorted; only those of ``granularity`` (``"weight"`` or
+    ``"neuron"``) when given. A study's ``methods = ["all"]`` means the weight criteria: its ratios are
+    fractions of weights, and a neuron criterion's ratio is a fraction of neurons."""
+    _load_all()
+    if granularity is not None and granularity not in GRANULARITIES:
+        raise SciPruneError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    return sorted(n for n, c in _REGISTRY.items() if granularity is None or c.granularity == granularity)
 
 
 def _load_all() -> None:
