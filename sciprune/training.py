@@ -47,6 +47,10 @@ class TrainConfig:
     ``step_size`` epochs); ``plateau`` (x ``gamma`` after ``step_size`` epochs without validation
     improvement). ``patience``: early stopping after that many epochs without validation improvement,
     restoring the best weights (None: off). ``batch_size`` None means full batch.
+    ``lr_start_epoch``: the learning-rate schedule starts as if that many epochs had already been run
+    (cosine then spans ``lr_start_epoch + epochs``): a run resumed from a rewound point continues the
+    schedule where the weights were taken (lottery-ticket rewinding, Renda et al. 2020; open_lth). Not
+    with ``plateau``, whose state depends on the validation losses seen.
     """
 
     optimizer: str = "adam"
@@ -61,6 +65,7 @@ class TrainConfig:
     patience: int | None = None
     seed: int = 0
     eval_every: int = 1
+    lr_start_epoch: int = 0
     schedule: InitVar[str | None] = None  # the old name of lr_schedule: refused with the new name
 
     def __post_init__(self, schedule: str | None) -> None:
@@ -80,6 +85,10 @@ class TrainConfig:
         check_int(self.patience, "patience", lo=1, none_ok=True)
         check_int(self.seed, "seed", lo=0, hi=SEED_LIMIT - 1)
         check_int(self.eval_every, "eval_every", lo=1)
+        check_int(self.lr_start_epoch, "lr_start_epoch", lo=0, hi=MAX_EPOCHS)
+        if self.lr_start_epoch and self.lr_schedule == "plateau":
+            raise SciPruneError("lr_start_epoch resumes a schedule that depends on the epoch alone; the plateau "
+                                "schedule depends on the validation losses seen: use constant, cosine or step")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -111,14 +120,31 @@ def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 
 def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
+    start = int(cfg.lr_start_epoch)
     if cfg.lr_schedule == "cosine":
-        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(cfg.epochs), 1))
-    if cfg.lr_schedule == "step":
-        return torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(cfg.epochs) + start, 1))
+    elif cfg.lr_schedule == "step":
+        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
+    else:
+        sched = None
+    if sched is not None:
+        return _advance(sched, start)
     if cfg.lr_schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(  # torch reduces after patience + 1 bad epochs; the documented rule is step_size
             opt, factor=cfg.gamma, patience=cfg.step_size - 1)
     return None
+
+
+def _advance(sched, epochs: int):
+    """``sched`` stepped ``epochs`` times before training (its learning rate is then that of epoch
+    ``epochs`` of an uninterrupted run, the same chained arithmetic)."""
+    import warnings
+
+    with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
+        warnings.simplefilter("ignore", UserWarning)
+        for _ in range(epochs):
+            sched.step()
+    return sched
 
 
 @torch.no_grad()
