@@ -409,7 +409,7 @@ def test_config_attribute_has_pdebench_keys_and_yaml_form(pdebench_file):
 @given(st.one_of(st.floats(allow_nan=False), st.integers(-2**63, 2**63)))
 def test_yaml_numbers_read_back_exactly(value):
     yaml = pytest.importorskip("yaml")
-    from sciprune.data.diffsorp import _yaml_number
+    from sciprune.data.diffsorp_format import _yaml_number
 
     back = yaml.safe_load(f"v: {_yaml_number(value)}")["v"]
     assert back == value and type(back) is type(value)

@@ -32,7 +32,7 @@ from helpers import tiny_case
 
 from sciprune.cli import cli
 from sciprune.config import load_case
-from sciprune.data import diffsorp
+from sciprune.data import diffsorp_writing
 from sciprune.data.diffsorp import SIGNATURE, generate
 from sciprune.tasks import ensure_data
 
@@ -132,7 +132,7 @@ def _child(command: str, case: str, marks: str) -> None:
     half-writes the next one (data set created and flushed, never marked complete), says so with
     the file ``marks/half`` and waits there for its signal."""
     os.setpgrp()  # its own process group, which a terminal's Ctrl-C would signal as a whole
-    original = diffsorp._write_sample
+    original = diffsorp_writing._write_sample
     written = []
 
     def hooked(f, seed, c0, u, *args, **kwargs):
@@ -145,7 +145,7 @@ def _child(command: str, case: str, marks: str) -> None:
         original(f, seed, c0, u, *args, **kwargs)
         written.append(seed)
 
-    diffsorp._write_sample = hooked
+    diffsorp_writing._write_sample = hooked
     cli.main(args=[command, case, "--quiet"], prog_name="sciprune")
 
 
@@ -181,7 +181,7 @@ def test_signal_while_generating_then_rerun_completes(tmp_path, ref, command, si
 SLOW_CLI = """\
 import sys, time
 from pathlib import Path
-import sciprune.data.diffsorp as d
+import sciprune.data.diffsorp_writing as d
 
 original, marks = d._write_sample, Path(sys.argv[1])
 

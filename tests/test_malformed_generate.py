@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from malformed import assert_user_error, invoke, snapshot, tmpfs
 
-from sciprune.data import diffsorp
+from sciprune.data import diffsorp_writing
 from sciprune.data.diffsorp import generate
 
 GEN = ["generate", "diffusion-sorption"]
@@ -201,7 +201,7 @@ def test_disk_filling_up_while_writing_keeps_finished_samples(tmp_path, monkeypa
     finished sample is kept, no temporary file is left, and the same command completes the file
     once there is space, equal to an uninterrupted one."""
     with tmpfs(tmp_path / "small", "size=512k") as small:
-        original = diffsorp._write_sample
+        original = diffsorp_writing._write_sample
         filled = []
 
         def fill_after_first(*args, **kwargs):
@@ -209,7 +209,7 @@ def test_disk_filling_up_while_writing_keeps_finished_samples(tmp_path, monkeypa
             if not filled:
                 filled.append(_fill(small))
 
-        monkeypatch.setattr(diffsorp, "_write_sample", fill_after_first)
+        monkeypatch.setattr(diffsorp_writing, "_write_sample", fill_after_first)
         out = small / "data.h5"
         opts = ["--samples", "3", "--nx", "64", "--nt", "101"]
         assert_user_error(gen(out, *opts), "data.h5", "writing failed", "no space left",
@@ -217,7 +217,7 @@ def test_disk_filling_up_while_writing_keeps_finished_samples(tmp_path, monkeypa
         assert sorted(p.name for p in small.iterdir()) == ["data.h5", "data.h5.lock", "filler"]
         with h5py.File(out, "r") as f:
             assert sorted(f) == ["0000"]
-        monkeypatch.setattr(diffsorp, "_write_sample", original)
+        monkeypatch.setattr(diffsorp_writing, "_write_sample", original)
         filled[0].unlink()
         assert gen(out, *opts).exit_code == 0
         reference = generate(tmp_path / "reference.h5", n_samples=3, nx=64, nt=101, workers=1)
@@ -231,13 +231,13 @@ def test_disk_full_before_the_first_sample_leaves_no_data_file(tmp_path, monkeyp
     """The disk fills up right after the new (empty) file is made: the file this command made is
     removed again; only the lock file stays (filelock keeps it on purpose)."""
     with tmpfs(tmp_path / "small", "size=256k") as small:
-        original = diffsorp._new_file
+        original = diffsorp_writing._new_file
 
         def fill_after_creating(path, expected):
             original(path, expected)
             _fill(small)
 
-        monkeypatch.setattr(diffsorp, "_new_file", fill_after_creating)
+        monkeypatch.setattr(diffsorp_writing, "_new_file", fill_after_creating)
         assert_user_error(gen(small / "data.h5", "--nx", "64", "--nt", "101"), "writing failed",
                           "no space left", "no file was kept")
         assert sorted(p.name for p in small.iterdir()) == ["data.h5.lock", "filler"]
