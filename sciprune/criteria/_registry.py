@@ -1,15 +1,24 @@
-"""The registry of pruning criteria: one module per method registers one :class:`Criterion`."""
+"""The registry of pruning criteria: one module per method registers one :class:`Criterion`.
+
+A criterion may also register a batched implementation (:func:`register_batched`): the scores of M
+same-shaped members at once, used by :func:`sciprune.ensemble.score_ensemble`; without one (or when
+it declines) the members are scored one by one with ``compute``.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Callable, Iterator, NamedTuple
 
 import torch
+from torch import nn
 
 from ..errors import SciPruneError
 
-__all__ = ["Criterion", "ScoreResult", "GRANULARITIES", "register", "get", "available", "granularity_of"]
+__all__ = ["Criterion", "ScoreResult", "GRANULARITIES", "Resident", "Stacked", "register", "register_batched",
+           "get", "available", "granularity_of", "restoring_registry"]
 
 #: What one score rates: one weight entry, or one hidden neuron (see :mod:`sciprune.neurons`).
 GRANULARITIES = ("weight", "neuron")
@@ -48,6 +57,47 @@ class Criterion:
     needs_data: bool
     options: dict[str, str] = field(default_factory=dict)
     granularity: str = "weight"
+    batched: Callable[..., ScoreResult | None] | None = None
+
+
+class Resident(NamedTuple):
+    """The members' training data as tensors on the models' device and dtype, for a batched pass.
+
+    ``X``: ``(N, in)`` shared by every member (``x_shared``) or ``(M, N, in)`` one per member; ``Y``
+    likewise ``(N, out)``/``(N,)`` integer labels or ``(M, N, ...)``; ``N`` rows for every member.
+    """
+
+    X: torch.Tensor
+    x_shared: bool
+    Y: torch.Tensor
+    y_shared: bool
+    N: int
+
+
+@dataclass(frozen=True)
+class Stacked:
+    """What a batched implementation receives: M members of one plain chain (``nn.Sequential`` of
+    Linear layers and elementwise activations, :func:`sciprune.ensemble.is_plain_chain`).
+
+    ``template``: member 0 (the architecture; its parameters are not the members'). ``params``:
+    ``{name: (M, *shape)}`` copies of every member's parameters (:func:`sciprune.ensemble.stack_models`,
+    masked entries are zero). ``names``: the weights to score (validated; for a neuron criterion the
+    hidden layers' weights). ``data``: :class:`Resident`, or None when the criterion needs no data and
+    none was given. ``seeds``: member m's seed (the loop seeds member m's generator with it).
+    ``batch_size``: rows per chunk at most, or None.
+    """
+
+    template: nn.Module
+    params: dict[str, torch.Tensor]
+    names: list[str]
+    data: Resident | None
+    seeds: list[int]
+    batch_size: int | None
+
+    @property
+    def M(self) -> int:
+        """The number of members."""
+        return len(self.seeds)
 
 
 _REGISTRY: dict[str, Criterion] = {}
@@ -66,6 +116,46 @@ def register(name: str, *, summary: str, needs_data: bool, options: dict[str, st
         return fn
 
     return deco
+
+
+def register_batched(name: str):
+    """Decorator registering ``batched`` as the batched implementation of criterion ``name`` (already
+    registered, in the same module: the batched path is optional and lives next to its criterion).
+
+    Contract: ``batched(stack: Stacked, **options) -> ScoreResult | None``, ``options`` the
+    criterion's own options as the user passed them (never ``names``, ``batch_size`` or a seed). It
+    returns one :class:`ScoreResult` whose tensors carry a leading member axis: ``scores[name]`` of
+    shape ``(M, *s)`` where ``compute`` returns ``s`` for one member, and ``bias_shifts`` (a
+    compensating criterion) ``(M, *weight shape)``, or None. Member m's slice must equal what
+    ``compute`` returns for member m alone (its parameters, its data, a generator seeded with
+    ``stack.seeds[m]``) up to floating-point reassociation, in the same dtype; nothing is changed
+    (``stack.params`` are copies). It returns None to decline (e.g. ``ec`` with random ``probes``, whose
+    per-member draws only the loop reproduces): the members are then scored one by one with ``compute``.
+    It is called only when ``stack.data`` is present or the criterion needs no data.
+    """
+    def deco(fn: Callable[..., ScoreResult | None]) -> Callable[..., ScoreResult | None]:
+        crit = _REGISTRY.get(name)
+        if crit is None:
+            raise RuntimeError(f"criterion {name!r}: register it before its batched implementation")
+        if crit.batched is not None:
+            raise RuntimeError(f"criterion {name!r}: batched implementation registered twice")
+        _REGISTRY[name] = dataclasses.replace(crit, batched=fn)
+        return fn
+
+    return deco
+
+
+@contextmanager
+def restoring_registry() -> Iterator[None]:
+    """Test-only: every criterion registered (or given a batched implementation) inside the block is
+    forgotten when it ends, so a test can register a throwaway criterion without leaking it."""
+    _load_all()  # modules imported inside the block would not register again once forgotten
+    saved = dict(_REGISTRY)
+    try:
+        yield
+    finally:
+        _REGISTRY.clear()
+        _REGISTRY.update(saved)
 
 
 def get(name: str) -> Criterion:

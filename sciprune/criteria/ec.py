@@ -36,9 +36,10 @@ import torch
 
 from ..chain import Factored, Walker
 from ..errors import SciPruneError
-from ._registry import ScoreResult, register
+from ._registry import ScoreResult, Stacked, register, register_batched
 
-__all__ = ["ECStatistics", "compensation_shifts", "ec_scores", "ec_statistics"]
+__all__ = ["ECStatistics", "batched_compensation_shifts", "batched_output_sensitivity", "compensation_shifts",
+           "ec_scores", "ec_statistics"]
 
 def check_probes(probes, distribution: str) -> None:
     """Validate the random-probe options shared by the output-sensitivity criteria."""
@@ -254,3 +255,44 @@ def ec_scores(model, batches, names, generator=None, probes=None, distribution="
           needs_data=True, options=OPTIONS)
 def ec(model, batches, names, generator, *, probes=None, probe_distribution="rademacher") -> ScoreResult:
     return ec_scores(model, batches, names, generator, probes, probe_distribution)
+
+
+# --- the batched path: M members at once (sciprune.ensemble.score_ensemble) -------------------------
+
+def batched_output_sensitivity(stack: Stacked, kind: str, probes, distribution: str) -> ScoreResult | None:
+    """``ec`` (``kind="ec"``: I and db) or ``taylor-output`` scores of every member, shaped (M, *W).
+
+    The pass above with a member axis (:func:`sciprune.ensemble._batched_stats._ec_moments`): the same
+    centred sums ``S0, S1, S2`` per member, then the same formulas. Declines (None) for random probes:
+    their per-member draws are reproduced by the per-member loop only.
+    """
+    check_probes(probes, distribution)
+    if probes is not None:
+        return None
+    from ..ensemble._batched_stats import _ec_moments, _ec_shifts_and_scores  # lazy: ensemble imports criteria
+
+    X, xs, _, _, N = stack.data
+    P = stack.params
+    mom = _ec_moments(stack.template, P, stack.names, X, xs, stack.M, N, stack.batch_size, second=True)
+    pairs = {n: _ec_shifts_and_scores(P[n].to(torch.float64), *mom[n], N, kind) for n in stack.names}
+    return ScoreResult({n: pairs[n][0] for n in stack.names},
+                       {n: pairs[n][1] for n in stack.names} if kind == "ec" else None)
+
+
+def batched_compensation_shifts(stack: Stacked) -> dict[str, torch.Tensor]:
+    """:func:`compensation_shifts` of every member at once: ``{name: (M, *W)}`` (float64; S0 and S1 only).
+
+    ``stack.data`` must be present; used by ``prune_ensemble(..., compensate=True)`` for any criterion.
+    """
+    from ..ensemble._batched_stats import _ec_moments, _ec_shifts_and_scores  # lazy: ensemble imports criteria
+
+    X, xs, _, _, N = stack.data
+    P = stack.params
+    mom = _ec_moments(stack.template, P, stack.names, X, xs, stack.M, N, stack.batch_size, second=False)
+    return {n: _ec_shifts_and_scores(P[n].to(torch.float64), *mom[n], N, "shift")[1] for n in stack.names}
+
+
+@register_batched("ec")
+def ec_batched(stack: Stacked, *, probes=None, probe_distribution="rademacher") -> ScoreResult | None:
+    """EC's scores and shifts of M members in one batched pass (exact only)."""
+    return batched_output_sensitivity(stack, "ec", probes, probe_distribution)

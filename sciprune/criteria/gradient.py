@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 
 from .. import losses
-from ._registry import ScoreResult, register
+from ._registry import ScoreResult, Stacked, register, register_batched
 
 
 def _summed_loss(y: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -39,3 +39,15 @@ def gradient(model, batches, names, generator, **options) -> ScoreResult:
                     acc += g.to(torch.float64)
             count += k
     return ScoreResult({n: (w.detach().to(torch.float64) * acc / count).abs() for n, w, acc in zip(names, weights, total)})
+
+
+@register_batched("gradient")
+def gradient_batched(stack: Stacked, **options) -> ScoreResult:
+    """One batched forward and an explicit batched backward of ``sum_m L_m`` on the stacked weights:
+    ``d(sum_k L_k)/dW_m = dL_m/dW_m``, so the members' gradients stay apart
+    (:func:`sciprune.ensemble._batched_stats._gradient_scores`)."""
+    from ..ensemble._batched_stats import _gradient_scores  # lazy: the ensemble package imports the criteria
+
+    X, xs, Y, ys, N = stack.data
+    return ScoreResult(_gradient_scores(stack.template, stack.params, stack.names, X, xs, Y, ys, stack.M, N,
+                                        stack.batch_size))

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import torch
 
-from ._registry import ScoreResult, register
-from .ec import OPTIONS, ec_statistics
+from ._registry import ScoreResult, Stacked, register, register_batched
+from .ec import OPTIONS, batched_output_sensitivity, ec_statistics
 
 
 @register("taylor-output", summary="W^2 E[|dy/dz_i|^2 a_j^2]: first-order output change, no compensation",
@@ -25,3 +25,9 @@ def taylor_output(model, batches, names, generator, *, probes=None, probe_distri
         s = stats[n]
         out[n] = W * W * s.S2.clamp_min(0.0) / s.n
     return ScoreResult(out)
+
+
+@register_batched("taylor-output")
+def taylor_output_batched(stack: Stacked, *, probes=None, probe_distribution="rademacher") -> ScoreResult | None:
+    """EC's batched pass with a member axis, exact only (random probes: the per-member loop)."""
+    return batched_output_sensitivity(stack, "taylor-output", probes, probe_distribution)

@@ -15,7 +15,7 @@ from ._fit import (
 from ._hooks import EnsembleFitState
 from ._many import fit_many
 from ._memory import member_bytes, members_per_batch
-from ._prune import BATCHED_METHODS, prune_ensemble, score_ensemble
+from ._prune import batched_methods, prune_ensemble, score_ensemble
 from ._stack import (
     architecture_key,
     ensemble_forward,
@@ -31,6 +31,12 @@ __all__ = [
     "stack_models", "stack_masks", "unstack", "ensemble_forward", "is_plain_chain",
     "architecture_key", "group_by_architecture",
     "member_bytes", "members_per_batch",
-    "score_ensemble", "prune_ensemble", "BATCHED_METHODS",
+    "score_ensemble", "prune_ensemble", "BATCHED_METHODS", "batched_methods",
     "ENSEMBLE_OPTIMIZERS", "ENSEMBLE_SCHEDULES",
 ]
+
+
+def __getattr__(name: str):
+    if name == "BATCHED_METHODS":  # the criteria with a batched implementation, read from the registry
+        return batched_methods()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,12 +1,13 @@
 """Score and prune M same-shaped members at once, member by member equal to ``scores`` / ``prune``.
 
 Member ``m`` has its own weights, masks, data (its own noisy targets, its own inputs when splits
-differ), seed and pruning ratio. The statistics are computed on stacked parameters (``(M, *shape)``
-per name) in one pass over the rows:
+differ), seed and pruning ratio. A criterion that registers a batched implementation
+(:func:`sciprune.criteria.register_batched`) is scored on stacked parameters (``(M, *shape)`` per name)
+in one pass over the rows; the built-in ones (:data:`BATCHED_METHODS`, each in its criterion's module):
 
 * ``magnitude``: ``|W|`` of the stack; ``random``: member m's scores drawn from a generator seeded
   with its seed in the order of the single-model criterion (so they are identical to it);
-* ``gradient``: one batched forward (``baddbmm`` per layer) and one autograd backward of
+* ``gradient``: one batched forward (``baddbmm`` per layer) and one batched backward of
   ``sum_m L_m`` on the stacked weights; ``d(sum_k L_k)/dW_m = dL_m/dW_m``, so the gradients stay apart;
 * ``ec`` and ``taylor-output`` (exact, ``probes=None``): the pass of :mod:`sciprune.criteria.ec` with
   a member axis: inputs ``a`` (M, B, in) of every Linear from the batched forward; output cotangents
@@ -15,14 +16,16 @@ per name) in one pass over the rows:
   ``S0 = sum_n G``, ``S1 = G^T (a - c)``, ``S2 = G^T (a - c)^2`` as ``torch.bmm`` per layer and chunk
   (``c``: each member's mean input over the first chunk, as in the single-model pass), summed in
   float64; then ``I = W^2 (S2 - S1^2/S0)/N`` and ``db = W S1/S0`` (Ballini et al. 2026, Sec. 3);
-* ``compensate=True`` for a criterion without shifts: the EC shifts from the same batched pass.
+* ``compensate=True`` for a criterion without shifts: the EC shifts from the same batched pass
+  (:func:`sciprune.criteria.ec.batched_compensation_shifts`).
 
-Every other method (``ec-exact``, ``ec``/``taylor-output`` with random probes, models that are not a
-plain Linear/activation ``nn.Sequential``, data given as an iterable of batches or with a different
-number of rows per member) runs as a loop of :func:`sciprune.pruning.score_result` over the members,
-so the functions accept everything the single-model ones do. Selection and the application of masks
-and bias shifts always run member by member through :func:`sciprune.apply_plan` (cheap; it keeps the
-rounding rule ``floor(r n + 0.5)`` and the masks-only-shrink rule of :mod:`sciprune.selection`).
+Everything else runs as a loop of :func:`sciprune.pruning.score_result` over the members: a criterion
+without a batched implementation or whose implementation declines (``ec``/``taylor-output`` with random
+probes), models that are not a plain Linear/activation ``nn.Sequential``, data given as an iterable of
+batches or with a different number of rows per member; so the functions accept everything the
+single-model ones do. Selection and the application of masks and bias shifts always run member by
+member through :func:`sciprune.apply_plan` (cheap; it keeps the rounding rule ``floor(r n + 0.5)`` and
+the masks-only-shrink rule of :mod:`sciprune.selection`).
 """
 
 from __future__ import annotations
@@ -34,17 +37,29 @@ from torch import nn
 
 from .. import criteria as _criteria
 from ..batches import as_tensor
+from ..criteria._registry import Resident, Stacked
+from ..criteria.ec import batched_compensation_shifts
 from ..errors import SciPruneError
 from ..masks import prunable_names
+from ..neurons import check_hidden_names
 from ..pruning import PrunePlan, PruneReport, apply_plan, ec_shifts, score_result
 from ..selection import SCOPES, check_ratio
-from ._batched_stats import _ec_moments, _ec_shifts_and_scores, _gradient_scores
 from ._stack import check_same_architecture, is_plain_chain, stack_models
 
-__all__ = ["BATCHED_METHODS", "prune_ensemble", "score_ensemble"]
+__all__ = ["BATCHED_METHODS", "batched_methods", "prune_ensemble", "score_ensemble"]
 
-BATCHED_METHODS = ("magnitude", "random", "gradient", "taylor-output", "ec")
 _GENERIC_OPTIONS = ("names", "batch_size")
+
+
+def batched_methods() -> tuple[str, ...]:
+    """The registered criteria with a batched implementation (sorted); ``BATCHED_METHODS`` reads it."""
+    return tuple(n for n in _criteria.available() if _criteria.get(n).batched is not None)
+
+
+def __getattr__(name: str):
+    if name == "BATCHED_METHODS":  # read from the registry when asked (criteria register on first use)
+        return batched_methods()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --- arguments -------------------------------------------------------------------------------------
@@ -78,8 +93,8 @@ def _check_options(crit, method: str, options: dict) -> None:
         raise SciPruneError(f"unknown option(s) {sorted(unknown)} for method {method!r}; allowed: {allowed}")
 
 
-def _resident(datas: list, M: int, device, dtype):
-    """(X, x_shared, Y, y_shared, N) tensors for the batched pass, or None if the data do not allow it.
+def _resident(datas: list, M: int, device, dtype) -> Resident | None:
+    """The data as tensors for the batched pass (:class:`Resident`), or None if they do not allow it.
 
     Shared objects are converted once and kept as (N, ...) tensors; distinct ones are stacked (M, N, ...).
     """
@@ -113,7 +128,7 @@ def _resident(datas: list, M: int, device, dtype):
             out += [torch.stack(ts), False]
         else:
             return None  # members with different numbers of rows: per-member loop
-    return (*out, Xs[0].shape[0])
+    return Resident(*out, Xs[0].shape[0])
 
 
 
@@ -134,55 +149,51 @@ def _setup(models, method: str, data, seeds, options: dict):
     return models, M, crit, datas, _seeds(seeds, M)
 
 
-def _batched_kind(models, method: str, options: dict) -> bool:
-    if method not in BATCHED_METHODS or not is_plain_chain(models[0]):
-        return False
-    return options.get("probes") is None  # random probes draw per member: the loop reproduces them
+def _batched_names(template: nn.Module, crit, options: dict) -> list[str]:
+    """The weights a batched implementation scores: ``names`` checked against the chain (hidden layers'
+    weights for a neuron criterion), all of them by default."""
+    names = options.get("names")
+    if crit.granularity == "neuron":
+        return check_hidden_names(template, names)
+    prunable = prunable_names(template)
+    if names is None:
+        return prunable
+    missing = [n for n in list(names) if n not in prunable]
+    if missing:
+        raise SciPruneError(f"{missing} are not Linear weights of the chain; available: {prunable}")
+    return list(names)
+
+
+def _member(out: _criteria.ScoreResult, names: list[str], m: int) -> _criteria.ScoreResult:
+    """Member m's slice of a batched ScoreResult (tensors (M, ...))."""
+    shifts = out.bias_shifts
+    return _criteria.ScoreResult({n: out.scores[n][m].clone() for n in names},
+                                 None if shifts is None else {n: shifts[n][m].clone() for n in names})
 
 
 def _score(models, method, datas, seeds, options, M, crit, *, want_ec_shifts: bool):
     """(list of ScoreResult, list of EC shift dicts or None)."""
-    names = list(options["names"]) if options.get("names") is not None else prunable_names(models[0])
     batch_size = options.get("batch_size")
     p0 = next(models[0].parameters())
     res = None
     if crit.needs_data or want_ec_shifts:
         res = _resident(datas, M, p0.device, p0.dtype) if datas[0] is not None else None
-    batched = _batched_kind(models, method, options) and (res is not None or not crit.needs_data)
-    if batched:
-        missing = [n for n in names if n not in prunable_names(models[0])]
-        if missing:
-            raise SciPruneError(f"{missing} are not Linear weights of the chain; available: {prunable_names(models[0])}")
-        P = stack_models(models)
-        shifts = None
-        if method == "magnitude":
-            sc = {n: P[n].abs() for n in names}
-        elif method == "random":
-            gens = [torch.Generator().manual_seed(s) for s in seeds]
-            sc = {n: torch.stack([torch.rand(P[n].shape[1:], generator=g, dtype=torch.float64) for g in gens])
-                  .to(p0.device) for n in names}
-        elif method == "gradient":
-            X, xs, Y, ys, N = res
-            sc = _gradient_scores(models[0], P, names, X, xs, Y, ys, M, N, batch_size)
-        else:  # ec, taylor-output
-            X, xs, _, _, N = res
-            mom = _ec_moments(models[0], P, names, X, xs, M, N, batch_size, second=True)
-            pairs = {n: _ec_shifts_and_scores(P[n].to(torch.float64), *mom[n], N, method) for n in names}
-            sc = {n: pairs[n][0] for n in names}
-            shifts = {n: pairs[n][1] for n in names} if method == "ec" else None
-        results = [_criteria.ScoreResult({n: sc[n][m].clone() for n in names},
-                                         None if shifts is None else {n: shifts[n][m].clone() for n in names})
-                   for m in range(M)]
-    else:
+    chain = is_plain_chain(models[0])
+    stack, results = None, None
+    if crit.batched is not None and chain and (res is not None or not crit.needs_data):
+        names = _batched_names(models[0], crit, options)
+        stack = Stacked(models[0], stack_models(models), names, res, seeds, batch_size)
+        out = crit.batched(stack, **{k: v for k, v in options.items() if k not in _GENERIC_OPTIONS})
+        if out is not None:
+            results = [_member(out, names, m) for m in range(M)]
+    if results is None:
         results = [score_result(model, method, d, seed=s, **options) for model, d, s in zip(models, datas, seeds)]
     if not want_ec_shifts or all(r.bias_shifts for r in results):
         return results, None
     scored = list(results[0].scores)
-    if res is not None and is_plain_chain(models[0]):
-        X, xs, _, _, N = res
-        P = stack_models(models)
-        mom = _ec_moments(models[0], P, scored, X, xs, M, N, batch_size, second=False)
-        st = {n: _ec_shifts_and_scores(P[n].to(torch.float64), *mom[n], N, "shift")[1] for n in scored}
+    if res is not None and chain:
+        params = stack.params if stack is not None else stack_models(models)
+        st = batched_compensation_shifts(Stacked(models[0], params, scored, res, seeds, batch_size))
         return results, [{n: st[n][m].clone() for n in scored} for m in range(M)]
     return results, [ec_shifts(model, d, names=scored, seed=s, batch_size=batch_size)
                      for model, d, s in zip(models, datas, seeds)]
@@ -194,7 +205,7 @@ def score_ensemble(models: Sequence[nn.Module], method: str, data=None, *, seeds
 
     Member m's result equals ``sciprune.pruning.score_result(models[m], method, data[m],
     seed=seeds[m], **options)`` up to floating-point reassociation (float64: below 1e-10 relative in the
-    tests). Batched: ``magnitude``, ``random``, ``gradient``, ``taylor-output`` and ``ec`` (exact) on a
+    tests). Batched: every criterion with a batched implementation (:data:`BATCHED_METHODS`) on a
     plain ``nn.Sequential`` of Linear layers and elementwise activations; anything else is scored
     member by member (see the module docstring). The models are not changed.
 
