@@ -47,10 +47,12 @@ class TrainConfig:
     ``step_size`` epochs); ``plateau`` (x ``gamma`` after ``step_size`` epochs without validation
     improvement). ``patience``: early stopping after that many epochs without validation improvement,
     restoring the best weights (None: off). ``batch_size`` None means full batch.
-    ``lr_start_epoch``: the learning-rate schedule starts as if that many epochs had already been run
-    (cosine then spans ``lr_start_epoch + epochs``): a run resumed from a rewound point continues the
-    schedule where the weights were taken (lottery-ticket rewinding, Renda et al. 2020; open_lth). Not
-    with ``plateau``, whose state depends on the validation losses seen.
+    ``start_step``: the run starts after that many optimiser steps of a run of these settings: the
+    learning-rate schedule, the mini-batch order and the step count continue from there, with a fresh
+    optimiser, to the end of ``epochs`` (so ``epochs x steps per epoch - start_step`` steps are
+    taken). Resuming from weights rewound to step k (lottery tickets, Renda et al. 2020; open_lth's
+    retraining) with ``start_step = k`` is, for plain SGD, the uninterrupted run from step k. Not with
+    ``plateau`` (its state depends on the validation losses seen) or L-BFGS.
     """
 
     optimizer: str = "adam"
@@ -65,7 +67,7 @@ class TrainConfig:
     patience: int | None = None
     seed: int = 0
     eval_every: int = 1
-    lr_start_epoch: int = 0
+    start_step: int = 0
     schedule: InitVar[str | None] = None  # the old name of lr_schedule: refused with the new name
 
     def __post_init__(self, schedule: str | None) -> None:
@@ -85,10 +87,11 @@ class TrainConfig:
         check_int(self.patience, "patience", lo=1, none_ok=True)
         check_int(self.seed, "seed", lo=0, hi=SEED_LIMIT - 1)
         check_int(self.eval_every, "eval_every", lo=1)
-        check_int(self.lr_start_epoch, "lr_start_epoch", lo=0, hi=MAX_EPOCHS)
-        if self.lr_start_epoch and self.lr_schedule == "plateau":
-            raise SciPruneError("lr_start_epoch resumes a schedule that depends on the epoch alone; the plateau "
-                                "schedule depends on the validation losses seen: use constant, cosine or step")
+        check_int(self.start_step, "start_step", lo=0)
+        if self.start_step and (self.lr_schedule == "plateau" or self.optimizer == "lbfgs"):
+            raise SciPruneError(f"start_step resumes a run from a given optimiser step; not with "
+                                f"{'the plateau schedule' if self.lr_schedule == 'plateau' else 'L-BFGS'}: use "
+                                "adam, adamw or sgd with a constant, cosine or step schedule")
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -119,16 +122,12 @@ def _make_optimizer(params, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.LBFGS(params, lr=cfg.lr, max_iter=20, history_size=20, line_search_fn="strong_wolfe")
 
 
-def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
-    start = int(cfg.lr_start_epoch)
+def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig, start_epoch: int = 0):
+    """The learning-rate scheduler of ``cfg`` (None for constant), stepped ``start_epoch`` times."""
     if cfg.lr_schedule == "cosine":
-        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(cfg.epochs) + start, 1))
-    elif cfg.lr_schedule == "step":
-        sched = torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma)
-    else:
-        sched = None
-    if sched is not None:
-        return _advance(sched, start)
+        return _advance(torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(int(cfg.epochs), 1)), start_epoch)
+    if cfg.lr_schedule == "step":
+        return _advance(torch.optim.lr_scheduler.StepLR(opt, step_size=cfg.step_size, gamma=cfg.gamma), start_epoch)
     if cfg.lr_schedule == "plateau":
         return torch.optim.lr_scheduler.ReduceLROnPlateau(  # torch reduces after patience + 1 bad epochs; the documented rule is step_size
             opt, factor=cfg.gamma, patience=cfg.step_size - 1)
@@ -137,7 +136,7 @@ def _make_scheduler(opt: torch.optim.Optimizer, cfg: TrainConfig):
 
 def _advance(sched, epochs: int):
     """``sched`` stepped ``epochs`` times before training (its learning rate is then that of epoch
-    ``epochs`` of an uninterrupted run, the same chained arithmetic)."""
+    ``epochs + 1`` of an uninterrupted run, by the same chained arithmetic)."""
     import warnings
 
     with warnings.catch_warnings():  # "scheduler.step() before optimizer.step()": intended here
@@ -145,6 +144,16 @@ def _advance(sched, epochs: int):
         for _ in range(epochs):
             sched.step()
     return sched
+
+
+def resume_point(cfg: TrainConfig, n: int, bs: int) -> tuple[int, int]:
+    """``(epochs done, batches done in the next epoch)`` at ``cfg.start_step`` for ``n`` samples in
+    mini-batches of ``bs``; a start at or beyond the run's last step is one line."""
+    per = math.ceil(n / bs)
+    if cfg.start_step >= int(cfg.epochs) * per and cfg.start_step:
+        raise SciPruneError(f"start_step {cfg.start_step} is not before the end of the run ({cfg.epochs} epochs x "
+                            f"{per} steps = {int(cfg.epochs) * per} optimiser steps)")
+    return divmod(int(cfg.start_step), per)
 
 
 @torch.no_grad()
@@ -230,22 +239,25 @@ def fit(
         raise SciPruneError("early stopping and the plateau schedule need a validation set")
 
     opt = _make_optimizer(model.parameters(), config)
-    sched = _make_scheduler(opt, config)
-    step = MaskedStep(opt, model)
     gen = torch.Generator().manual_seed(int(config.seed))
     n = X.shape[0]
     bs = n if config.batch_size is None else min(int(config.batch_size), n)
+    done, first = resume_point(config, n, bs)  # (0, 0) unless resuming at start_step
+    for _ in range(done if bs < n else 0):  # the epochs before the resumed one drew their orders
+        torch.randperm(n, generator=gen)
+    sched = _make_scheduler(opt, config, done)
+    step = MaskedStep(opt, model)
     hist = History()
     best, best_state, since_best = math.inf, None, 0
-    state = FitState(model=model, optimizer=opt, epochs=int(config.epochs)) if hooks else None
+    state = FitState(model=model, optimizer=opt, epochs=int(config.epochs), step=int(config.start_step)) if hooks else None
     version = mask_version()
     model.train()
-    for epoch in range(1, int(config.epochs) + 1):
+    for epoch in range(done + 1, int(config.epochs) + 1):
         if state is not None:
             state.epoch, state.train_loss, state.val_loss = epoch, math.nan, math.nan
         order = torch.randperm(n, generator=gen).to(device) if bs < n else None
         running, seen = torch.zeros((), dtype=torch.float64, device=device), 0  # summed on the device: no sync per step
-        for s in range(0, n, bs):
+        for s in range((first if epoch == done + 1 else 0) * bs, n, bs):
             if state is not None:
                 state.step += 1
             if order is None:

@@ -40,6 +40,7 @@ from ..training import (
     TrainConfig,
     _make_optimizer,
     _make_scheduler,
+    resume_point,
     _resolve,
 )
 from ._hooks import (
@@ -245,10 +246,16 @@ def fit_ensemble(
     state = EnsembleFitState(members=models, indices=ids, optimizer=opt, epochs=int(cfg.epochs),
                              params=params) if hooks else None
     saved: list = []
-    sched = _make_scheduler(opt, cfg)
     gens = [torch.Generator().manual_seed(s) for s in seeds]
     bs = n if cfg.batch_size is None else min(int(cfg.batch_size), n)
     epochs = int(cfg.epochs)
+    done, first = resume_point(cfg, n, bs)  # (0, 0) unless resuming at start_step, as in sciprune.fit
+    for g in gens if bs < n else ():
+        for _ in range(done):  # the epochs before the resumed one drew their orders
+            torch.randperm(n, generator=g)
+    sched = _make_scheduler(opt, cfg, done)
+    if state is not None:
+        state.step = int(cfg.start_step)
     hists = [History() for _ in range(M)]
     best = [math.inf] * M
     if prefetch is None:
@@ -273,13 +280,13 @@ def fit_ensemble(
             return []
         return [pool.submit(torch.randperm, n, generator=g, out=row) for g, row in jobs]
 
-    pending = draw(0) if bs < n else []
+    pending = draw(done % 2) if bs < n else []
     for m in models:
         m.train()
     try:
         if state is not None:
             alias_members(models, params, saved)
-        for epoch in range(1, epochs + 1):
+        for epoch in range(done + 1, epochs + 1):
             if state is not None:
                 state.start_epoch(epoch)
             order = None
@@ -294,7 +301,7 @@ def fit_ensemble(
                 if epoch < epochs:
                     pending = draw(1 - k)
             running, seen = torch.zeros(M, dtype=torch.float64, device=device), 0
-            for s in range(0, n, bs):
+            for s in range((first if epoch == done + 1 else 0) * bs, n, bs):
                 if state is not None:
                     state.step += 1
                 if order is None:
