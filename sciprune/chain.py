@@ -104,6 +104,17 @@ class Walker:
             )
         return sorted(self.linear_at[n] for n in names)
 
+    def bind(self, params: dict[str, torch.Tensor]) -> Walker:
+        """Point a stacked walker at other stacked parameters ``{name: (M, *shape)}`` (e.g. the next
+        chunk of parameter points of a loss landscape), keeping its work buffers; returns ``self``."""
+        if not self.stacked:
+            raise SciPruneError("bind needs a walker built for stacked parameters (Walker(model, params))")
+        for c, t in self.layers.items():
+            self._W[t] = params[self.weight_of[c]]
+            b = self.bias_of[c]
+            self._b[t] = None if b is None else params[b]
+        return self
+
     def buffer(self, key, shape, like: torch.Tensor) -> torch.Tensor:
         """A work tensor kept from call to call (its contents are overwritten by the next one)."""
         shape = tuple(shape)

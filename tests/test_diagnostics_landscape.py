@@ -1,4 +1,4 @@
-"""Loss lines and maps: exact endpoints, orthogonal directions, vmapped grid vs a plain loop; plots."""
+"""Loss lines and maps: exact endpoints, orthogonal directions, the walker-evaluated grid vs a plain loop; plots."""
 
 import copy
 
@@ -97,7 +97,7 @@ def test_filter_normalised_direction(regression):
     assert ds.attrs["degenerate_rows"] == 0 and ds.attrs["filter_normalize"] is True
 
 
-def test_map_solutions_and_vmapped_grid_equals_loop(regression):
+def test_map_solutions_and_walker_grid_equals_loop(regression):
     a, b, (X, Y), (Xt, Yt) = regression
     ds = loss_map(a, b, (X, Y), n=(4, 3), span=((-0.5, 1.5), (-0.7, 0.7)), seed=2, test_data=(Xt, Yt),
                   points_per_pass=5, batch_size=10)
@@ -179,3 +179,57 @@ def test_results_round_trip_and_plots(classification, tmp_path):
         assert p.stat().st_size > 1000, p
     with pytest.raises(SciPruneError, match="var must be"):
         plot_loss_map(grid, tmp_path / "x.png", var="nope")
+
+
+def _per_point_losses(model, points, X, Y, loss):
+    """Reference: the loss of every stacked point by a plain ``functional_call`` of the model, float64."""
+    fn = F.mse_loss if loss == "mse" else F.cross_entropy
+    P = next(iter(points.values())).shape[0]
+    with torch.no_grad():
+        return np.array([float(fn(torch.func.functional_call(model, {k: v[p] for k, v in points.items()}, (X,)), Y))
+                         for p in range(P)])
+
+
+@pytest.mark.parametrize("loss", ["mse", "cross_entropy"])
+def test_walker_evaluation_equals_functional_call_loop(loss):
+    """Line and plane (chunks that do not divide the points, several batches, a Linear without bias,
+    a non-fused activation) against a per-point ``torch.func.functional_call`` loop, float64."""
+    torch.manual_seed(3)
+    make = lambda: torch.nn.Sequential(torch.nn.Linear(3, 6), torch.nn.GELU(), torch.nn.Linear(6, 5, bias=False),
+                                       torch.nn.Tanh(), torch.nn.Linear(5, 4)).double()
+    a, b = make(), make()
+    X = torch.randn(23, 3, dtype=torch.float64)
+    Y = torch.randn(23, 4, dtype=torch.float64) if loss == "mse" else torch.randint(0, 4, (23,))
+    pa, pb = ({k: v.detach() for k, v in m.named_parameters()} for m in (a, b))
+    line = loss_line(a, b, (X, Y), loss=loss, n_points=6, extend=(0.4, 0.2), batch_size=9, points_per_pass=4)
+    col = lambda v, k: torch.from_numpy(np.array(v, dtype=np.float64)).reshape(-1, *[1] * pa[k].ndim)
+    al = line["alpha"].values
+    pts = {k: col(1 - al, k) * pa[k] + col(al, k) * pb[k] for k in pa}
+    _close(line["train_loss"], _per_point_losses(a, pts, X, Y, loss), what="line")
+    grid = loss_map(a, b, (X, Y), loss=loss, n=(4, 3), seed=1, batch_size=10, points_per_pass=5)
+    d1, d2 = plane_directions(a, b, seed=1)
+    A, Bt = (v.ravel() for v in np.meshgrid(grid["alpha"].values, grid["beta"].values, indexing="ij"))
+    pts = {k: col(1 - A, k) * pa[k] + col(A, k) * pb[k] + col(Bt, k) * d2[k] for k in pa}
+    _close(grid["train_loss"].values.ravel(), _per_point_losses(a, pts, X, Y, loss), what="plane")
+
+
+def test_rebound_walker_equals_a_fresh_one():
+    """``Walker.bind`` (the landscape's next chunk of points) gives what a walker built on those points gives."""
+    from sciprune.chain import Walker
+
+    m = sciprune.MLP(3, [5], 2, "relu", seed=0).double()
+    stack = lambda s: {k: v.detach() + s * torch.randn(4, *v.shape, dtype=torch.float64) for k, v in m.named_parameters()}
+    first, second = stack(1.0), stack(2.0)
+    x = torch.randn(4, 7, 3, dtype=torch.float64)
+    walker = Walker(m, first)
+    walker.forward(x)
+    assert torch.equal(walker.bind(second).forward(x)[1], Walker(m, second).forward(x)[1])
+    with pytest.raises(SciPruneError, match="stacked"):
+        Walker(m).bind(second)
+
+
+def test_non_elementwise_module_is_refused(regression):
+    a, b, data, _ = regression
+    with_softmax = lambda m: torch.nn.Sequential(*m, torch.nn.Softmax(dim=1))
+    with pytest.raises(SciPruneError, match="not an elementwise activation"):
+        loss_line(with_softmax(a), with_softmax(b), data)

@@ -8,8 +8,10 @@ a seeded random direction d2 orthogonal to d1 (optionally filter-normalised, Li 
 "Visualizing the loss landscape of neural nets"). Both solutions lie exactly at (0, 0) and (1, 0).
 
 Evaluation is in the dense parameter space: a pruned model is its weights with zeros in them, the
-points in between are dense, and no mask (nor any forward hook) is applied: the chain is evaluated
-functionally, ``F.linear`` on stacked parameters of several points at once under ``torch.func.vmap``.
+points in between are dense, and no mask (nor any forward hook) is applied: a chunk of points is
+evaluated at once as the members of a stack by the one chain walker (:class:`sciprune.chain.Walker`,
+``baddbmm`` per Linear on parameters ``{name: (P, *shape)}``, the data broadcast to every point), with
+the loss terms of :func:`sciprune.losses.value`.
 """
 
 from __future__ import annotations
@@ -18,19 +20,19 @@ import math
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 import xarray as xr
 from torch import nn
-from torch.func import vmap
 
 from .. import losses
 from ..batches import Batches, as_batches
+from ..chain import Walker
 from ..errors import SciPruneError
 from ._psp_counts import Counts, HiddenLayer, hidden_layers, pair_mean, resolve_classes
 
 __all__ = ["loss_line", "loss_map", "plane_directions", "plane_axes", "MAX_POINTS"]
 
-_ELEMENTS_PER_PASS = 1 << 25  # activations held per vmapped pass when batch_size is None
+_ELEMENTS_PER_PASS = 1 << 25  # Linear outputs (and PSPs) of a pass when batch_size is None (the walker
+# also keeps each activation's output in a buffer: about twice this many elements are held)
 
 
 # ------------------------------------------------------------------------------- parameter space
@@ -47,8 +49,7 @@ def _dense_params(model: nn.Module) -> dict[str, torch.Tensor]:
 
 def _check_pair(model_a: nn.Module, model_b: nn.Module) -> None:
     for m in (model_a, model_b):
-        if not isinstance(m, nn.Sequential) or not any(isinstance(c, nn.Linear) for c in m):
-            raise SciPruneError(f"models must be nn.Sequential chains of Linear layers and activations, got {type(m).__name__}")
+        Walker(m)  # an nn.Sequential of Linear layers and elementwise activations, or a clear error
 
     def sig(model):
         return [(n, type(c).__name__, c.extra_repr()) for n, c in model.named_children()]
@@ -166,19 +167,6 @@ def _axis(lo: float, hi: float, n: int, must: tuple[float, ...], name: str) -> n
 
 
 # ----------------------------------------------------------------------------------- evaluation
-def _chain(children: list[tuple[str, nn.Module]], keep: set[int], params: dict[str, torch.Tensor], x: torch.Tensor):
-    """The chain evaluated at ``params`` (no module parameters or hooks used); PSPs of ``keep``."""
-    zs, a = [], x
-    for k, (name, m) in enumerate(children):
-        if isinstance(m, nn.Linear):
-            a = F.linear(a, params[f"{name}.weight"], params.get(f"{name}.bias"))
-        else:
-            a = m(a)
-        if k in keep:
-            zs.append(a.clone() if getattr(children[k + 1][1], "inplace", False) else a)
-    return a, tuple(zs)
-
-
 def _loss_sum(out: torch.Tensor, Y: torch.Tensor, loss: str) -> tuple[torch.Tensor, int]:
     """Summed loss of every point (out: (P, B, d)), accumulated in float64, and the count it is averaged over."""
     terms = losses.value(loss, out, losses.targets(loss, out, Y), "none")
@@ -186,25 +174,24 @@ def _loss_sum(out: torch.Tensor, Y: torch.Tensor, loss: str) -> tuple[torch.Tens
 
 
 class _Evaluator:
-    """Loss (and PSP statistics) of a stack of parameter points, ``chunk`` points per vmapped pass."""
+    """Loss (and PSP statistics) of a stack of parameter points, ``chunk`` points per pass of the walker."""
 
     def __init__(self, model: nn.Module, loss: str | None, data, *, batch_size, chunk: int, psp: bool, n_bins: int) -> None:
         if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
             raise SciPruneError(f"points_per_pass must be a positive integer, got {chunk!r}")
         p = next(model.parameters())
         self.device, self.dtype, self.chunk = p.device, p.dtype, chunk
-        self.children = list(model.named_children())
+        self.model, self.walker = model, None
         self.layers: list[HiddenLayer] = hidden_layers(model) if psp else []
         if psp and not self.layers:
             raise SciPruneError("psp=True needs a hidden layer (a Linear followed by an activation and another Linear)")
-        width = sum(lay.width for lay in self.layers) + sum(m.out_features for _, m in self.children if isinstance(m, nn.Linear))
+        width = sum(lay.width for lay in self.layers) + sum(m.out_features for m in model if isinstance(m, nn.Linear))
         self.rows = batch_size or max(64, _ELEMENTS_PER_PASS // (chunk * width))
         self.train = self._batches(data)
         Y0 = next(iter(self.train))[1]
         self.loss = losses.resolve(loss, Y0)
         self.relu = any(lay.relu for lay in self.layers)
         self.spec = resolve_classes(self.train, None, n_bins) if self.relu else None
-        self._fwd = vmap(lambda prm, x: _chain(self.children, {lay.index for lay in self.layers}, prm, x), in_dims=(0, None))
 
     def _batches(self, data) -> Batches:
         return as_batches(data, device=self.device, dtype=self.dtype, batch_size=self.rows)
@@ -221,14 +208,15 @@ class _Evaluator:
             if stats:
                 counts = Counts([lay.width for lay in self.layers], [lay.relu for lay in self.layers],
                                  self.spec.n if self.spec else 1, order2=self.relu, lead=(P,), device=self.device)
+            walker = self.walker = Walker(self.model, pts) if self.walker is None else self.walker.bind(pts)
             total, count = torch.zeros(P, dtype=torch.float64, device=self.device), 0
             for X, Y in data:
-                o, zs = self._fwd(pts, X)
+                inputs, o = walker.forward(X.expand(P, *X.shape))  # o, the PSPs: buffers until the next batch
                 t, c = _loss_sum(o, Y, self.loss)
                 total, count = total + t, count + c
                 if counts is not None:
                     labels = self.spec.of(Y) if self.spec else torch.zeros(X.shape[0], dtype=torch.long, device=X.device)
-                    counts.add(list(zs), labels)
+                    counts.add([walker.output_of(lay.index, inputs, o) for lay in self.layers], labels)
             out["loss"].append((total / count).cpu().numpy())
             if counts is not None:
                 res = counts.finish()
@@ -313,7 +301,7 @@ def loss_line(
             :func:`~sciprune.diagnostics.psp_entropy` defines them (classes from ``n_bins`` for
             regression targets).
         batch_size: rows per pass (None: chosen so a pass holds ~2^25 activations).
-        points_per_pass: parameter points evaluated at once under ``vmap``.
+        points_per_pass: parameter points evaluated at once (as the members of a stack).
 
     Returns:
         Dataset on ``alpha`` with ``train_loss`` (and ``test_loss``; psp variables on (alpha, layer)).
