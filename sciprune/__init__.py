@@ -2,6 +2,9 @@
 
 from .compaction import compact
 from .hooks import FitState
+from .lobster import Lobster, ScaledLobster
+from .lottery import lottery_ticket, lottery_tickets
+from .lottery_rewind import Rewind, random_mask, reinitialize, rewind
 from .criteria import available as methods
 from .masks import MaskedStep, get_masks, set_masks, sparsity
 from .models import MLP, build_model, describe, lenet_300_100
@@ -20,6 +23,8 @@ __all__ = [
     "prune_scheduled", "GradualPruning", "OneShot", "MultiStep", "Iterative", "Cubic", "parse_schedule",
     "get_masks", "set_masks", "sparsity", "neuron_sparsity", "MaskedStep", "compact",
     "fit", "TrainConfig", "History", "FitState",
+    "Lobster", "ScaledLobster", "lottery_ticket", "lottery_tickets", "Rewind", "rewind", "reinitialize",
+    "random_mask",
     "Surrogate", "load", "save",
     "__version__",
 ]

@@ -32,7 +32,8 @@ DOCS = ROOT / "docs"
 REFERENCED_MODULES = [
     "sciprune", "sciprune.data", "sciprune.curvature", "sciprune.diagnostics", "sciprune.ensemble",
     "sciprune.sweep", "sciprune.metrics", "sciprune.errors", "sciprune.outputs", "sciprune.losses",
-    "sciprune.schedules", "sciprune.procedure", "sciprune.hooks",
+    "sciprune.schedules", "sciprune.procedure", "sciprune.hooks", "sciprune.lottery", "sciprune.lottery_rewind",
+    "sciprune.lobster", "sciprune.lobster_threshold",
 ]
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _FENCE = re.compile(r"^```.*?^```", re.S | re.M)
