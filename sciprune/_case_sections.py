@@ -202,3 +202,13 @@ class TrainSpec(_Frozen):
         except SciPruneError as err:
             raise ValueError(str(err)) from None
         return self
+
+
+def _short(value: object, limit: int = 80) -> str:
+    """A repr (or message) cut to ``limit`` characters, safe for any value."""
+    try:
+        text = value if isinstance(value, BaseException) else repr(value)
+        text = str(text)
+    except Exception:  # RecursionError for deeply nested values
+        text = f"<{type(value).__name__}>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Literal, Optional, Union
+from typing import Annotated, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 
@@ -28,7 +28,9 @@ from ._case_sections import (  # noqa: F401  (re-exported: the case's data, mode
     _Bad,
     _Frozen,
     _plain_path,
+    _short,
 )
+from ._case_prune import DRY_RUN_PROBES, ProcedureSpec, PruneSpec  # noqa: F401  (re-exported)
 from .checks import MAX_EPOCHS, SEED_LIMIT
 from .errors import ConfigError, SciPruneError
 
@@ -37,150 +39,9 @@ __all__ = [
     "load_case", "parse_case", "MAX_EPOCHS", "MAX_NOISE_LEVEL", "SEED_LIMIT",
 ]
 
-#: The output-sensitivity criteria (``ec``, ``taylor-output``) draw ``probes`` random vectors per sample:
-#: the load-time scoring of a one-weight network runs them up to this many, beyond it (where the cost
-#: of that run grows) their values are checked by the criteria's ``check_probes`` alone.
-DRY_RUN_PROBES = 64
 #: A case file is a few kB of TOML; anything larger than this is not one.
 MAX_CASE_BYTES = 1 << 20
 _DEVICE = re.compile(r"cpu|cuda(:(0|[1-9][0-9]{0,3}))?")
-
-class PruneSpec(_Frozen):
-    """Which methods at which ratios; ``methods = ["all"]`` means every registered method.
-
-    ``compensate``: methods also run with elimination-compensation bias shifts forced on (labelled
-    ``<method>+shift``); ``no_compensate``: compensating methods also run without their shifts
-    (``<method>-noshift``), so a study can separate better ranking from bias correction.
-    ``snapshot_ratio``: the ratio whose fine-tuned networks are drawn in ``fields*.png`` (default:
-    the highest). ``options.<method>``: the method's criterion options (``sciprune methods``).
-    ``schedule``: a table ``{kind = "one-shot"}`` (default), ``{kind = "multi-step", steps = n,
-    spacing = "linear" | "geometric"}`` (each ratio reached in n steps, re-scored at the partly pruned
-    network, then fine-tuned), ``{kind = "iterative", fraction = f | levels = [...], budget_epochs = E}``
-    (each level but the last followed by E epochs of training with the fine-tuning settings, the last by
-    the fine-tuning) or ``{kind = "cubic", n_updates = n, every = dt, start_step = t0, initial = s_i}``
-    (masks updated during the fine-tuning): :mod:`sciprune.schedules`, :mod:`sciprune.engine`.
-    ``keep_steps``: ``"last"`` (default: the numbers after the last step only), ``"all"`` or a list of
-    step numbers (from 1) whose metrics, sparsity and training loss go into the results as well.
-    """
-
-    methods: list[str] = Field(default_factory=lambda: ["all"], min_length=1)
-    ratios: list[float] = Field(default_factory=lambda: [0.5, 0.8, 0.9], min_length=1)
-    scope: Literal["global", "layer"] = "global"
-    options: dict[str, dict] = Field(default_factory=dict)
-    compensate: list[str] = Field(default_factory=list)
-    no_compensate: list[str] = Field(default_factory=list)
-    snapshot_ratio: Optional[float] = None
-    schedule: dict = Field(default_factory=lambda: {"kind": "one-shot"})
-    keep_steps: Union[Literal["last", "all"], list[int]] = "last"
-
-    @field_validator("schedule", mode="before")
-    @classmethod
-    def _schedule(cls, v):
-        from .schedules import parse_schedule
-
-        try:
-            sched = parse_schedule(v)
-        except SciPruneError as err:
-            raise ValueError(str(err)) from None
-        if getattr(sched, "final", None) is not None:
-            raise ValueError("schedule final: a study's cubic schedule ends at each ratio; leave final unset")
-        return sched.to_dict()
-
-    @field_validator("keep_steps", mode="before")
-    @classmethod
-    def _keep_steps(cls, v):
-        from .schedules import check_keep_steps
-
-        try:
-            kept = check_keep_steps(v)
-        except SciPruneError as err:
-            raise ValueError(str(err)) from None
-        return list(kept) if isinstance(kept, tuple) else kept
-
-    @property
-    def variants(self) -> list[tuple[str, str, Optional[bool]]]:
-        """(label, method, compensate) for every run of a ratio: plain methods, then the variants."""
-        out = [(m, m, None) for m in self.methods]
-        out += [(f"{m}+shift", m, True) for m in self.compensate]
-        out += [(f"{m}-noshift", m, False) for m in self.no_compensate]
-        return out
-
-    @field_validator("ratios")
-    @classmethod
-    def _ratios(cls, v):
-        bad = [r for r in v if not (0 <= r < 1)]
-        if bad:
-            raise ValueError(f"ratios must be in [0, 1) (the fraction of weights removed), got {bad}")
-        return sorted(set(v))
-
-    @field_validator("methods", "compensate", "no_compensate")
-    @classmethod
-    def _methods(cls, v, info):
-        from .criteria import available
-
-        known = available()
-        if info.field_name == "methods" and v == ["all"]:  # a case's ratios are fractions of weights
-            return available(granularity="weight")
-        unknown = [m for m in v if m not in known]
-        if unknown:
-            raise ValueError(f"unknown method(s) {unknown}; available: {known}"
-                             + (" or ['all']" if info.field_name == "methods" else ""))
-        twice = sorted({m for m in v if v.count(m) > 1})
-        if twice:
-            raise ValueError(f"method(s) {twice} listed more than once; each would be run and written twice")
-        return v
-
-    @model_validator(mode="after")
-    def _options(self):
-        from .outputs import check_name
-
-        listed = set(self.methods) | set(self.compensate) | set(self.no_compensate)
-        unknown = [m for m in self.options if m not in listed]
-        if unknown:
-            raise _Bad("options", f"prune.options names method(s) {unknown} that are not run by this case")
-        labels = [label for label, _, _ in self.variants]
-        for label in labels:
-            check_name(label, "a method label")
-        twice = sorted({x for x in labels if labels.count(x) > 1})
-        if twice:
-            raise ValueError(f"the labels {twice} would each be run twice")
-        for method, options in self.options.items():
-            _check_method_options(method, options)
-        if self.snapshot_ratio is not None and self.snapshot_ratio not in self.ratios:
-            raise _Bad("snapshot_ratio", f"prune.snapshot_ratio = {self.snapshot_ratio} is not one of "
-                                         f"prune.ratios {self.ratios}")
-        return self
-
-
-def _check_method_options(method: str, options: dict) -> None:
-    """The criterion's options of ``method`` (the registry's names), then their values: a one-weight
-    network is scored with them, through the same checks as the study's scoring after training."""
-    import torch
-
-    from .criteria import get
-    from .models import MLP
-    from .pruning import score_result
-
-    allowed = get(method).options  # the registry's list, as sciprune methods shows it
-    extra = sorted(set(options) - set(allowed))
-    if extra:  # score_result would also take names/seed/batch_size, which the study sets itself
-        raise _Bad(f"options.{method}", f"unknown option(s) {extra} for method {method!r}; allowed: "
-                                        f"{', '.join(sorted(allowed)) or 'none'}")
-    model = MLP(1, [], 1, seed=0)
-    data = (torch.tensor([[0.5]]), torch.tensor([[0.25]]))
-    try:
-        probes = options.get("probes")
-        if isinstance(probes, int) and probes > DRY_RUN_PROBES:  # too costly to run: the ec family's own check
-            from .criteria.ec import check_probes
-
-            check_probes(probes, options.get("probe_distribution", "rademacher"))
-        else:
-            score_result(model, method, data, **options)
-    except SciPruneError as err:
-        raise _Bad(f"options.{method}", str(err)) from None
-    except Exception as err:  # a criterion that does not check a value's type itself
-        raise _Bad(f"options.{method}", f"invalid option value(s): {type(err).__name__}: {_short(err)}") from None
-
 
 class BaselineSpec(_Frozen):
     """``scratch = true``: for every ratio, also train from scratch a dense network of the same depth
@@ -296,16 +157,6 @@ class Case(_Frozen):
                 check_model_size(spec.sizes(n_in, n_out))
             except SciPruneError as err:
                 raise _Bad(f"architectures.{name}.widths" if self.architectures else "model.widths", str(err)) from None
-
-
-def _short(value: object, limit: int = 80) -> str:
-    """A repr (or message) cut to ``limit`` characters, safe for any value."""
-    try:
-        text = value if isinstance(value, BaseException) else repr(value)
-        text = str(text)
-    except Exception:  # RecursionError for deeply nested values
-        text = f"<{type(value).__name__}>"
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def _got(value: object) -> str:

@@ -17,6 +17,12 @@ Variants advance in lockstep, so that every training of a round is one call of a
 :func:`sciprune.ensemble.fit_many` (:func:`ensemble_trainer`); the two give the same numbers (to
 float rounding). A new criterion or schedule needs no edit here.
 
+A variant may carry a :class:`Procedure` (case files: ``[prune.procedures.NAME]``): its own schedule,
+pruning during the training from the initial weights (``start = "init"``: gradual magnitude pruning),
+rewinding the kept weights to the dense training's step k after every step (lottery tickets), or a
+control that takes another variant's final mask onto new initial weights or draws a random mask with
+its counts (Liu et al. 2019; open_lth). Trainings of one round with the same settings are one call.
+
 What is recorded (:class:`Outcome`): the metrics just after the last step (``pruned``) and after the
 last training (``finetuned``), the achieved sparsity, and for each step the case keeps
 (``keep_steps``) its sparsity, its metrics just after pruning and after the training that follows it,
@@ -29,33 +35,68 @@ import bisect
 import copy
 import math
 from dataclasses import dataclass, field, replace
-from typing import Callable, Protocol, Sequence
+from typing import Callable, Sequence
 
 from torch import nn
 
+from .checks import SEED_LIMIT
 from .errors import SciPruneError
+from .masks import get_masks, prunable_names, set_masks, sparsity
 from .planner import Planner
 from .procedure import GradualPruning
 from .pruning import PruneReport, apply_plan, plan
-from .schedules import Cubic, Iterative, Schedule, check_keep_steps, kept_steps, parse_schedule
+from .schedules import Cubic, Iterative, OneShot, Schedule, check_keep_steps, kept_steps, parse_schedule
+from .study_trainers import PerMember, Trainer, ensemble_trainer, sequential_trainer  # noqa: F401 (re-exported)
 from .training import History, TrainConfig
 
-__all__ = ["Variant", "StepRecord", "Outcome", "Trainer", "prune_and_train", "sequential_trainer",
-           "ensemble_trainer", "check_cubic_fits", "PerMember"]
+__all__ = ["Variant", "Procedure", "StepRecord", "Outcome", "Trainer", "prune_and_train", "sequential_trainer",
+           "ensemble_trainer", "check_cubic_fits", "check_procedure", "PerMember", "REINIT_SEED_OFFSET"]
+
+#: A control's new initial weights are drawn from the block's seed plus this (mod the seed limit), a
+#: seed no dense network of a study with fewer seeds uses.
+REINIT_SEED_OFFSET = 104_729
+STARTS = ("trained", "init")
+CONTROLS = ("reinit", "random-mask")
 
 Metrics = dict[str, float]
 Evaluate = Callable[[nn.Module], Metrics]
 
 
 @dataclass(frozen=True)
+class Procedure:
+    """What a variant does besides scoring with its criterion (all optional; the default is the study's
+    schedule on the trained dense network, then the fine-tuning).
+
+    ``schedule``: its own pruning schedule (a dict, :func:`~sciprune.schedules.parse_schedule`).
+    ``start``: ``"trained"`` (the trained dense network) or ``"init"`` (its initial weights, pruned
+    during a training with the ``train`` settings: needs a cubic schedule; Zhu & Gupta's gradual
+    magnitude pruning from scratch). ``rewind``: k; after every pruning step the kept weights go back to
+    the dense training's weights after optimiser step k (0: the initial weights) and each training that
+    follows is the dense training resumed at step k (``TrainConfig.start_step``): the lottery ticket
+    (k = 0, Frankle & Carbin 2019) and weight rewinding (k > 0, Renda et al. 2020), as open_lth runs
+    them; one-shot or iterative schedules with ``budget_epochs = 0``. ``control``: ``"reinit"`` (the final
+    mask of variant ``of`` at the same ratio on new random initial weights, Liu et al. 2019) or
+    ``"random-mask"`` (a random mask with that mask's per-layer counts on the initial weights, open_lth's
+    ``randomly_prune``), trained with the ``train`` settings.
+    """
+
+    schedule: dict | None = None
+    start: str = "trained"
+    rewind: int | None = None
+    control: str | None = None
+    of: str | None = None
+
+
+@dataclass(frozen=True)
 class Variant:
     """One pruned network of a study: ``method`` (criterion), ``compensate`` (as in
-    :func:`sciprune.prune`) at ``ratio``, named ``label`` in the results."""
+    :func:`sciprune.prune`) at ``ratio``, named ``label`` in the results, done as ``procedure`` says."""
 
     label: str
     method: str
     compensate: bool | None
     ratio: float
+    procedure: Procedure = field(default_factory=Procedure)
 
 
 @dataclass
@@ -94,84 +135,10 @@ class Outcome:
         return rec
 
 
-class Trainer(Protocol):
-    """Trains ``models`` in place with ``config``, each with its own hooks (None for none);
-    ``final``: this is the last training of these models (their fine-tuning); ``names``: what each
-    training is, for progress displays. One History each."""
-
-    def __call__(self, models: list[nn.Module], config: TrainConfig, hooks: list[list | None], *,
-                 final: bool, names: list[str]) -> list[History]: ...
-
-
-def sequential_trainer(data, *, progress: Callable[[str], Callable | None] | None = None,
-                       done: Callable[[], None] | None = None) -> Trainer:
-    """A trainer calling :func:`sciprune.fit` model after model on ``data``. ``progress(name)`` gives
-    the ``fit`` progress callback of a training; ``done()`` is called after each final training."""
-    from .training import fit
-
-    def train(models, config, hooks, *, final, names):
-        out = []
-        for model, h, name in zip(models, hooks, names):
-            out.append(fit(model, data, config, hooks=h, progress=progress(name) if progress else None))
-            if final and done is not None:
-                done()
-        return out
-
-    return train
-
-
-def ensemble_trainer(data, *, max_members: int | None = None) -> Trainer:
-    """A trainer calling :func:`sciprune.ensemble.fit_many` once for all models (same data), each
-    model's hooks given to it alone (:class:`PerMember`)."""
-    from .ensemble import fit_many
-
-    def train(models, config, hooks, *, final, names):
-        per = None if all(not h for h in hooks) else [PerMember(hooks)]
-        return fit_many(models, data, config, max_members=max_members, hooks=per)
-
-    return train
-
-
-class _One:
-    """The state of one member as a hook of that member alone sees it (``members``, ``step``, ``epoch``...)."""
-
-    def __init__(self, state, member: nn.Module, index: int) -> None:
-        self._state, self.members, self.model, self.indices = state, [member], member, [index]
-
-    def __getattr__(self, name):
-        return getattr(self._state, name)
-
-
-class PerMember:
-    """One ensemble hook that gives each member its own hooks: ``hooks[i]`` (a list, or None) for the
-    member at position i of the models trained (``state.indices``). Such a hook sees a state whose
-    ``members`` is that member alone; ``stop`` set by one ends the training of the group."""
-
-    EVENTS = ("after_backward", "after_step", "end_of_epoch")
-
-    def __init__(self, hooks: Sequence[list | None]) -> None:
-        self.hooks = [list(h or []) for h in hooks]
-        for event in self.EVENTS:
-            if any(getattr(h, event, None) is not None for hs in self.hooks for h in hs):
-                setattr(self, event, self._caller(event))
-
-    def _caller(self, event: str):
-        def call(state) -> None:
-            for member, index in zip(state.members, state.indices):
-                for h in self.hooks[index]:
-                    fn = getattr(h, event, None)
-                    if fn is not None:
-                        one = _One(state, member, index)
-                        fn(one)
-                        if one.__dict__.get("stop"):
-                            state.stop = True
-
-        return call
-
-
 def check_cubic_fits(schedule: Schedule, config: TrainConfig, n_train: int) -> None:
-    """A cubic schedule's last mask update must come before the fine-tuning ends: t0 + n dt <= its
-    optimiser steps (epochs x ceil(n_train / batch_size)); checked before training starts."""
+    """A cubic schedule's last mask update must come before the training it runs in (the fine-tuning,
+    or the training from the initial weights) ends: t0 + n dt <= its optimiser steps (epochs x
+    ceil(n_train / batch_size)); checked before training starts."""
     if not isinstance(schedule, Cubic):
         return
     per_epoch = 1 if config.batch_size is None else math.ceil(n_train / min(int(config.batch_size), n_train))
@@ -179,20 +146,53 @@ def check_cubic_fits(schedule: Schedule, config: TrainConfig, n_train: int) -> N
     last = schedule.update_steps()[-1]
     if last > total:
         raise SciPruneError(f"prune.schedule: the cubic schedule's last mask update is at optimiser step {last} "
-                            f"(start_step + n_updates x every) but the fine-tuning takes {total} steps "
+                            f"(start_step + n_updates x every) but the training it runs in takes {total} steps "
                             f"({config.epochs} epochs x {per_epoch}); lower start_step, n_updates or every, or "
-                            "fine-tune longer")
+                            "train longer")
     if config.patience is not None:
         raise SciPruneError("prune.schedule: the cubic schedule updates masks during the fine-tuning, which early "
                             "stopping (finetune.patience) could end before the last update; unset finetune.patience")
 
 
-class _Stepper:
-    """A copy of the dense network pruned step by step under ``schedule`` for one variant."""
+def check_procedure(proc: Procedure, study_schedule, *, where: str = "procedure") -> Schedule:
+    """The schedule ``proc`` runs (its own, else the study's), with every combination it cannot run
+    refused in one line naming ``where``."""
+    if not isinstance(proc, Procedure):
+        raise SciPruneError(f"{where} must be a sciprune.engine.Procedure, got {type(proc).__name__}")
+    sched = parse_schedule(proc.schedule if proc.schedule is not None else study_schedule)
+    if proc.start not in STARTS:
+        raise SciPruneError(f"{where}.start must be one of {list(STARTS)}, got {proc.start!r}")
+    if proc.control is not None:
+        if proc.control not in CONTROLS:
+            raise SciPruneError(f"{where}.control must be one of {list(CONTROLS)}, got {proc.control!r}")
+        if not isinstance(proc.of, str) or not proc.of:
+            raise SciPruneError(f"{where}.of: a control names the variant whose final masks it takes")
+        if proc.schedule is not None or proc.rewind is not None or proc.start != "trained":
+            raise SciPruneError(f"{where}: a control ({proc.control}) takes its masks from {proc.of!r}; give it no "
+                                "schedule, rewind or start")
+        return OneShot()
+    if proc.of is not None:
+        raise SciPruneError(f"{where}.of names the variant a control copies; set control too")
+    if proc.start == "init" and not isinstance(sched, Cubic):
+        raise SciPruneError(f"{where}.start = 'init' prunes during the training from the initial weights, which "
+                            f"needs a cubic schedule; got {sched.name!r}")
+    if proc.rewind is not None:
+        if isinstance(proc.rewind, bool) or not isinstance(proc.rewind, int) or proc.rewind < 0:
+            raise SciPruneError(f"{where}.rewind must be an optimiser step k >= 0, got {proc.rewind!r}")
+        if not isinstance(sched, (OneShot, Iterative)):
+            raise SciPruneError(f"{where}.rewind needs a one-shot or iterative schedule, got {sched.name!r}")
+        if isinstance(sched, Iterative) and sched.budget_epochs:
+            raise SciPruneError(f"{where}.schedule.budget_epochs: with rewind the training after each level is the "
+                                "dense training resumed at step k; set budget_epochs = 0")
+    return sched
 
-    def __init__(self, planner: Planner, variant: Variant, schedule: Schedule, scope: str) -> None:
-        self.variant, self.scope, self.planner = variant, scope, planner
-        self.model = copy.deepcopy(planner.model)
+
+class _Stepper:
+    """A variant's network pruned step by step under its schedule."""
+
+    def __init__(self, planner: Planner, variant: Variant, schedule: Schedule, scope: str, model: nn.Module) -> None:
+        self.variant, self.scope, self.planner, self.schedule = variant, scope, planner, schedule
+        self.model = model
         self.report: PruneReport | None = None
         if isinstance(schedule, Iterative) and scope == "global":
             total = sum(s.numel() for s in self.first().scores.values())
@@ -200,6 +200,10 @@ class _Stepper:
         else:
             self.targets = schedule.targets(variant.ratio)
         self.steps = [StepRecord(math.nan) for _ in self.targets]
+
+    @property
+    def proc(self) -> Procedure:
+        return self.variant.procedure
 
     def first(self):
         """The dense network's plan for this variant (cached by the planner): step 0's scores."""
@@ -255,55 +259,147 @@ class _Cubic:
         self.gp.end_of_epoch(state)
 
 
-def prune_and_train(planner: Planner, variants: Sequence[Variant], *, schedule, scope: str, finetune: TrainConfig,
-                    train: Trainer, evaluate: Evaluate, keep="last") -> list[Outcome]:
-    """Prune a copy of ``planner.model`` for each of ``variants`` under ``schedule``, training with
-    ``train`` where the schedule asks and fine-tuning with ``finetune``; evaluate with ``evaluate``.
+class _Study:
+    """What :func:`prune_and_train` shares between its variants: settings, the dense network's
+    snapshots and the trainer."""
 
-    Returns one :class:`Outcome` per variant, in order (see the module docstring for what each
-    schedule does and records). ``keep``: the steps whose numbers are recorded
-    (:func:`check_keep_steps`).
+    def __init__(self, planner, scope, finetune, train_config, train, evaluate, keep, init, snapshots) -> None:
+        self.planner, self.scope, self.finetune, self.train_config = planner, scope, finetune, train_config
+        self.train, self.evaluate, self.keep, self.init, self.snapshots = train, evaluate, keep, init, snapshots
+
+    def base(self, proc: Procedure) -> TrainConfig:
+        """The settings of the trainings after a variant's pruning steps."""
+        if proc.rewind is not None:
+            return replace(self.train_config, start_step=proc.rewind)
+        return self.train_config if (proc.start == "init" or proc.control) else self.finetune
+
+    def rewind(self, s: _Stepper) -> None:
+        from .lottery_rewind import rewind
+
+        if s.proc.rewind is not None:
+            rewind(s.model, self.snapshots[s.proc.rewind])
+
+    def run(self, items: list[tuple[_Stepper, TrainConfig, list | None, str]], *, final: bool) -> list[History]:
+        """Train ``items`` = [(stepper, config, hooks, name)], one trainer call per distinct config."""
+        out: list[History | None] = [None] * len(items)
+        groups: dict[TrainConfig, list[int]] = {}
+        for i, (_, cfg, _, _) in enumerate(items):
+            groups.setdefault(cfg, []).append(i)
+        for cfg, idx in groups.items():
+            hists = self.train([items[i][0].model for i in idx], cfg, [items[i][2] for i in idx], final=final,
+                               names=[items[i][3] for i in idx])
+            for i, h in zip(idx, hists):
+                out[i] = h
+        return out  # type: ignore[return-value]
+
+
+def _control(study: _Study, v: Variant, ref: _Stepper) -> _Stepper:
+    """A control's network: ``ref``'s final masks on new initial weights, or a random mask with their
+    per-layer counts on the initial weights; one step, evaluated as just pruned."""
+    from .lottery_rewind import random_mask, reinitialize
+
+    model = study.init()
+    masks = get_masks(ref.model, names=prunable_names(ref.model))
+    seed = study.planner.seed
+    if v.procedure.control == "reinit":
+        set_masks(model, masks)
+        reinitialize(model, (seed + REINIT_SEED_OFFSET) % SEED_LIMIT)
+    else:
+        random_mask(model, masks, seed)
+    s = _Stepper.__new__(_Stepper)
+    s.variant, s.scope, s.planner, s.schedule, s.model, s.targets = v, study.scope, study.planner, OneShot(), model, [v.ratio]
+    kept = get_masks(model, names=prunable_names(model))
+    pruned, total = sum(int((~m).sum()) for m in kept.values()), sum(m.numel() for m in kept.values())
+    s.report = PruneReport(v.procedure.control, v.ratio, study.scope, pruned, total, sparsity(model))
+    s.steps = [StepRecord(float(s.report.achieved), pruned=study.evaluate(model))]
+    return s
+
+
+def prune_and_train(planner: Planner, variants: Sequence[Variant], *, schedule, scope: str, finetune: TrainConfig,
+                    train: Trainer, evaluate: Evaluate, keep="last", train_config: TrainConfig | None = None,
+                    init: Callable[[], nn.Module] | None = None,
+                    snapshots: dict[int, dict] | None = None) -> list[Outcome]:
+    """Prune a copy of ``planner.model`` for each of ``variants`` under its schedule (its procedure's, or
+    ``schedule``), training with ``train`` where the schedule asks and fine-tuning with ``finetune``;
+    evaluate with ``evaluate``.
+
+    Procedures (:class:`Procedure`) also need ``train_config`` (the dense training's settings), ``init``
+    (a function returning the dense network's initial weights, untrained) and ``snapshots`` (optimiser step
+    k -> the dense training's state_dict after step k, for each rewinding k > 0). Returns one
+    :class:`Outcome` per variant, in order (see the module docstring). ``keep``: the steps whose numbers
+    are recorded (:func:`check_keep_steps`).
     """
     from .training import _resolve
 
-    schedule = parse_schedule(schedule)
     keep = check_keep_steps(keep)
-    check_cubic_fits(schedule, finetune, int(_resolve(planner.data, None)[0].shape[0]))
-    steppers = [_Stepper(planner, v, schedule, scope) for v in variants]
-    if not steppers:
+    scheds = [check_procedure(v.procedure, schedule, where=f"procedure of {v.label!r}") for v in variants]
+    n_train = int(_resolve(planner.data, None)[0].shape[0])
+    special = [v.procedure for v in variants if v.procedure != Procedure()]
+    if special and (train_config is None or init is None):
+        raise SciPruneError("procedures (start, rewind, controls) need train_config and init")
+    needed = {p.rewind for p in special if p.rewind} - set(snapshots or {})
+    if needed:
+        raise SciPruneError(f"rewinding to optimiser step(s) {sorted(needed)} needs the dense training's weights "
+                            "there (snapshots)")
+    study = _Study(planner, scope, finetune, train_config, train, evaluate, keep, init, dict(snapshots or {}))
+    if init is not None:
+        study.snapshots.setdefault(0, init().state_dict())
+    for v, sched in zip(variants, scheds):
+        if not v.procedure.control:
+            check_cubic_fits(sched, study.base(v.procedure), n_train)
+    steppers: dict[int, _Stepper] = {}
+    for i, (v, sched) in enumerate(zip(variants, scheds)):
+        if not v.procedure.control:
+            model = init() if v.procedure.start == "init" else copy.deepcopy(planner.model)
+            steppers[i] = _Stepper(planner, v, sched, scope, model)
+    if not variants:
         return []
-    names = [f"{v.label} r={v.ratio:g}" for v in variants]
-    if isinstance(schedule, Cubic):
-        hooks = [[_Cubic(s, schedule, planner, evaluate, keep)] for s in steppers]
-        hists = train([s.model for s in steppers], finetune, hooks, final=True, names=names)
-        return _finish(steppers, hists, finetune, evaluate)
-
-    between = replace(finetune, epochs=schedule.budget_epochs) if isinstance(schedule, Iterative) else None
-    for k in range(max(len(s.targets) for s in steppers)):
-        active = [s for s in steppers if k < len(s.targets)]
-        for s in active:
+    names = {i: f"{v.label} r={v.ratio:g}" for i, v in enumerate(variants)}
+    cubic = {i for i, s in steppers.items() if isinstance(s.schedule, Cubic)}
+    stepped = [i for i in steppers if i not in cubic]
+    for k in range(max([len(steppers[i].targets) for i in stepped] or [0])):
+        mid = []
+        for i in stepped:
+            s = steppers[i]
+            if k >= len(s.targets):
+                continue
             s.prune(k)
             if k == len(s.targets) - 1 or k in kept_steps(keep, len(s.targets)):
                 s.steps[k].pruned = evaluate(s.model)
-        mid = [(s, n) for s, n in zip(steppers, names) if k < len(s.targets) - 1]
-        if between is not None and between.epochs > 0 and mid:
-            hists = train([s.model for s, _ in mid], between, [None] * len(mid), final=False,
-                          names=[f"{n} level {k + 1}" for _, n in mid])
-            for (s, _), h in zip(mid, hists):
-                s.steps[k].train_loss = _losses(h, between.epochs)
-                if k in kept_steps(keep, len(s.targets)):
-                    s.steps[k].trained = evaluate(s.model)
-    hists = train([s.model for s in steppers], finetune, [None] * len(steppers), final=True, names=names)
-    return _finish(steppers, hists, finetune, evaluate)
+            if k < len(s.targets) - 1:
+                cfg = study.base(s.proc) if s.proc.rewind is not None else (
+                    replace(finetune, epochs=s.schedule.budget_epochs) if isinstance(s.schedule, Iterative) else None)
+                if cfg is not None and cfg.epochs > 0:
+                    study.rewind(s)
+                    mid.append((s, cfg, None, f"{names[i]} level {k + 1}"))
+        hists = study.run(mid, final=False)
+        for (s, cfg, _, _), h in zip(mid, hists):
+            s.steps[k].train_loss = _losses(h, cfg.epochs)
+            if k in kept_steps(keep, len(s.targets)):
+                s.steps[k].trained = evaluate(s.model)
+    by_label = {(v.label, v.ratio): steppers[i] for i, v in enumerate(variants) if i in steppers}
+    for i, v in enumerate(variants):
+        if v.procedure.control:
+            ref = by_label.get((v.procedure.of, v.ratio))
+            if ref is None or ref.variant.procedure.control:
+                raise SciPruneError(f"procedure of {v.label!r}: of = {v.procedure.of!r} is not a pruned variant of "
+                                    f"this study at ratio {v.ratio:g}")
+            steppers[i] = _control(study, v, ref)
+    items = []
+    for i in range(len(variants)):
+        s = steppers[i]
+        hooks = [_Cubic(s, s.schedule, planner, evaluate, keep)] if i in cubic else None
+        if i not in cubic:
+            study.rewind(s)
+        items.append((s, study.base(s.proc), hooks, names[i]))
+    hists = study.run(items, final=True)
+    return [_finish(steppers[i], h, cfg, evaluate) for i, ((_, cfg, _, _), h) in enumerate(zip(items, hists))]
 
 
-def _finish(steppers: list[_Stepper], hists: list[History], finetune: TrainConfig, evaluate: Evaluate) -> list[Outcome]:
-    """The outcomes after the final training: the last step's records completed."""
-    out = []
-    for s, h in zip(steppers, hists):
-        if s.report is None:  # a cubic schedule whose training ended before its first update
-            raise SciPruneError(f"{s.variant.label} r={s.variant.ratio:g}: the schedule made no pruning step")
-        last = s.steps[-1]
-        last.trained, last.train_loss = evaluate(s.model), _losses(h, finetune.epochs)
-        out.append(Outcome(s.variant, s.model, s.report, s.steps, last.pruned, last.trained, h))
-    return out
+def _finish(s: _Stepper, h: History, cfg: TrainConfig, evaluate: Evaluate) -> Outcome:
+    """The outcome after the final training: the last step's records completed."""
+    if s.report is None:  # a cubic schedule whose training ended before its first update
+        raise SciPruneError(f"{s.variant.label} r={s.variant.ratio:g}: the schedule made no pruning step")
+    last = s.steps[-1]
+    last.trained, last.train_loss = evaluate(s.model), _losses(h, cfg.epochs)
+    return Outcome(s.variant, s.model, s.report, s.steps, last.pruned, last.trained, h)

@@ -211,6 +211,7 @@ def random_mask(model: nn.Module, like: dict[str, torch.Tensor], seed: int, *, s
         total = sum(s.numel() for s in score.values())
         keep = select(score, sum(pruned.values()) / total, scope="global")
     else:
-        keep = {n: select({n: score[n]}, pruned[n] / score[n].numel(), scope="global")[n] for n in names}
+        keep = {n: (torch.zeros_like(score[n], dtype=torch.bool) if pruned[n] == score[n].numel() else  # all gone
+                    select({n: score[n]}, pruned[n] / score[n].numel(), scope="global")[n]) for n in names}
     set_masks(model, keep)
     return sum(int((~k).sum()) for k in keep.values())

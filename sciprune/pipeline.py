@@ -25,24 +25,26 @@ import xarray as xr
 
 from .config import Case
 from .devices import resolve_device
-from .engine import Variant, check_cubic_fits, prune_and_train, sequential_trainer
+from .engine import prune_and_train, sequential_trainer
 from .fingerprint import Fingerprint, check_unchanged
 from .outputs import child
 from .planner import Planner
 from .results import write_dataset
-from .schedules import parse_schedule
 from .study import (  # noqa: F401  (re-exported: the study pieces ``sciprune run`` is made of)
     CLASSIFICATION_METRICS,
     REGRESSION_METRICS,
     case_hash,
     check_case,
+    check_training_lengths,
     evaluate,
     held_study,
     load_task,
     make_model,
     predict_field,
+    rewind_hooks,
     scratch_spec,
     study_attrs,
+    study_variants,
     train_config,
     weight_count,
 )
@@ -215,9 +217,11 @@ def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype,
     loaded = load_task(case, level, seed, device=device, dtype=dtype)
     task = loaded.task
     finetune = train_config(case.finetune, seed)
-    check_cubic_fits(parse_schedule(case.prune.schedule), finetune, int(task.X_train.shape[0]))  # before any training
+    check_training_lengths(case, int(task.X_train.shape[0]))  # before any training
     dense = make_model(spec, task.in_features, task.out_features, seed, device=device, dtype=dtype)
-    fit(dense, task, train_config(case.train, seed), progress=_epochs(bar, f"{where} dense"))
+    rewinds = rewind_hooks(case)  # the dense weights at each step a procedure rewinds to
+    fit(dense, task, train_config(case.train, seed), progress=_epochs(bar, f"{where} dense"),
+        hooks=list(rewinds.values()) or None)
     provenance = dict(_provenance(case, level, seed), architecture=arch, data_sha256=data.sha256)
     tag = f"{arch}_noise{level:g}_seed{seed}"
     if case.save_models and seed == case.seeds[0]:
@@ -231,9 +235,12 @@ def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype,
     planner = Planner(dense, task, seed=seed, options=case.prune.options)  # one scoring per method
     bar.set_postfix_str(f"{where} pruning")
     trainer = sequential_trainer(task, progress=lambda name: _epochs(bar, f"{where} {name}"), done=lambda: bar.update(1))
-    outcomes = prune_and_train(planner, [Variant(label, method, comp, r) for label, method, comp in variants for r in ratios],
-                               schedule=case.prune.schedule, scope=case.prune.scope, finetune=finetune,
-                               train=trainer, evaluate=lambda m: evaluate(m, loaded), keep=case.prune.keep_steps)
+    outcomes = prune_and_train(planner, study_variants(case), schedule=case.prune.schedule, scope=case.prune.scope,
+                               finetune=finetune, train=trainer, evaluate=lambda m: evaluate(m, loaded),
+                               keep=case.prune.keep_steps, train_config=train_config(case.train, seed),
+                               init=lambda: make_model(spec, task.in_features, task.out_features, seed, device=device,
+                                                       dtype=dtype),
+                               snapshots={k: h.at(0) for k, h in rewinds.items()})
     for o in outcomes:
         v = o.variant
         if snapshot and v.ratio == snap_ratio:

@@ -21,17 +21,16 @@ import torch
 from .config import Case, ModelSpec, TrainSpec
 from .devices import resolve_device
 from .engine import check_cubic_fits
-from .errors import ConfigError
+from .errors import ConfigError, SciPruneError
 from .fingerprint import Fingerprint, HashCache, data_fingerprint
 from .models import MLP, lenet_300_100
 from .outputs import prepare_output
 from .results import versions
-from .schedules import parse_schedule
 from .study_lock import HASH_CACHE_NAME, open_study
 from .tasks import LoadedTask, build_task, ensure_data
 from .training import TrainConfig
 
-__all__ = ["check_case", "held_study", "train_config", "make_model", "evaluate", "predict_field", "load_task",
+__all__ = ["check_case", "held_study", "check_training_lengths", "study_variants", "rewind_hooks", "train_config", "make_model", "evaluate", "predict_field", "load_task",
            "scratch_spec", "weight_count", "study_attrs", "case_hash", "REGRESSION_METRICS", "CLASSIFICATION_METRICS"]
 
 REGRESSION_METRICS = ("test_mse", "test_mse_clean", "test_rel_l2_clean", "field_nrmse", "train_mse")
@@ -59,12 +58,54 @@ def check_case(case: Case, *, local: bool = True) -> None:
         resolve_device(case.device)
     if not case.models:
         raise ConfigError("model: the case has no architecture")
-    schedule = parse_schedule(case.prune.schedule)
-    if schedule.name == "cubic" and (d.kind != "pdebench" or Path(d.file).is_file()):
-        # the training set's size decides whether the fine-tuning reaches the last mask update (a file
-        # still to be generated is checked once made, before any training)
-        task = build_task(d, noise_kind="none", noise_level=0.0, seed=case.seeds[0], dtype=torch.float32).task
-        check_cubic_fits(schedule, train_config(case.finetune, case.seeds[0]), int(task.X_train.shape[0]))
+    if d.kind != "pdebench" or Path(d.file).is_file():
+        check_training_lengths(case)  # a file still to be generated is checked once made, before any training
+
+
+def check_training_lengths(case: Case, n_train: int | None = None) -> None:
+    """Steps that must fall inside a training: a cubic schedule's last mask update (in the fine-tuning,
+    or in the training from the initial weights) and a rewinding step k (in the dense training). Both
+    depend on the training set's size ``n_train``; when it is not given the task's split is built (no
+    noise) if some variant needs it."""
+    from .engine import check_procedure
+    from .lottery_rewind import check_rewind_step
+
+    procs = {label: case.prune.procedure(label) for label, _, _ in case.prune.variants}
+    scheds = {label: check_procedure(p, case.prune.schedule, where=f"prune.procedures.{label}")
+              for label, p in procs.items()}
+    if not any(s.name == "cubic" for s in scheds.values()) and not any(p.rewind for p in procs.values()):
+        return
+    if n_train is None:
+        task = build_task(case.data, noise_kind="none", noise_level=0.0, seed=case.seeds[0], dtype=torch.float32).task
+        n_train = int(task.X_train.shape[0])
+    n = n_train
+    train, finetune = train_config(case.train, case.seeds[0]), train_config(case.finetune, case.seeds[0])
+    for label, proc in procs.items():
+        where = "prune.schedule" if label not in case.prune.procedures else f"prune.procedures.{label}"
+        try:
+            if proc.rewind is not None:
+                check_rewind_step(proc.rewind, train, n)
+            check_cubic_fits(scheds[label], train if proc.start == "init" else finetune, n)
+        except SciPruneError as err:
+            raise ConfigError(f"{where}: {str(err).removeprefix('prune.schedule: ')}") from None
+
+
+def study_variants(case: Case) -> list:
+    """Every pruned network of a block of ``case``: each variant (methods, their shift variants, the
+    procedures) at each ratio, as :class:`sciprune.engine.Variant` with its procedure."""
+    from .engine import Variant
+
+    p = case.prune
+    return [Variant(label, method, comp, r, p.procedure(label)) for label, method, comp in p.variants for r in p.ratios]
+
+
+def rewind_hooks(case: Case) -> dict:
+    """``{k: sciprune.Rewind(k)}`` for every step k > 0 a procedure of ``case`` rewinds to: hooks of the dense
+    training that keep its weights there (k = 0, the initial weights, are rebuilt from the seed)."""
+    from .lottery_rewind import Rewind
+
+    steps = sorted({case.prune.procedure(label).rewind or 0 for label, _, _ in case.prune.variants} - {0})
+    return {k: Rewind(k) for k in steps}
 
 
 def train_config(spec: TrainSpec, seed: int) -> TrainConfig:

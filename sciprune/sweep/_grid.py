@@ -69,6 +69,13 @@ def _base(case: Case, arch: str, level: float, seed: int) -> dict:
     }
 
 
+def _control_of(p, label: str) -> dict:
+    """What a control's numbers also depend on: the settings of the variant whose masks it takes."""
+    of = p.procedures[label].of
+    ref = p.procedures.get(of)
+    return {"method": of, "options": p.options.get(of, {})} if ref is None else ref.model_dump(mode="json")
+
+
 def run_key(settings: str, data_sha256: str) -> str:
     """The key of a run: its settings key and the content hash of its data."""
     return _digest({"settings": settings, "data_sha256": data_sha256})
@@ -96,7 +103,10 @@ def build_grid(case: Case, *, data_sha256: str) -> list[Run]:
                              "method": method, "compensate": compensate,
                              "options": p.options.get(method, {}), "ratio": float(ratio), "scope": p.scope,
                              **({} if p.schedule == {"kind": "one-shot"} else {"schedule": p.schedule}),
-                             **({} if p.keep_steps == "last" else {"keep_steps": p.keep_steps})},
+                             **({} if p.keep_steps == "last" else {"keep_steps": p.keep_steps}),
+                             **({} if label not in p.procedures else
+                                {"procedure": p.procedures[label].model_dump(mode="json"),
+                                 **({"of": _control_of(p, label)} if p.procedures[label].of else {})})},
                             "prune", arch, level, seed, label, method, compensate, ratio)
                 if case.baseline.scratch:
                     for ratio in p.ratios:

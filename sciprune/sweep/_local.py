@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 from ..config import Case
 from ..fingerprint import Fingerprint, check_unchanged
-from ..study import CLASSIFICATION_METRICS, REGRESSION_METRICS, check_case, held_study, study_attrs
+from ..study import CLASSIFICATION_METRICS, REGRESSION_METRICS, check_case, held_study, rewind_hooks, study_attrs
 from ..results import write_dataset
 from ._grid import Run, build_grid
 from ._store import DamagedRecord, SweepStore
@@ -124,15 +124,24 @@ def _stored_runs(case: Case, runs: list[Run], store: SweepStore, data: Fingerpri
     return {k: v for k, v in records.items() if k in wanted}
 
 
+def _snapshot_key(dense_key: str, step: int) -> str:
+    """Where the dense training's weights after optimiser step ``step`` are stored (for rewinding)."""
+    return f"{dense_key}-step{step}"
+
+
 def _dense_state(case: Case, store: SweepStore, run: Run, echo: Callable[[str], None]):
-    """The stored dense network of ``run`` (a state_dict), or None if absent or damaged (reported)."""
-    if not store.has_model(run.key):
+    """The stored dense network of ``run`` and its snapshots at the case's rewinding steps:
+    ``(state_dict, {k: state_dict})``, or None if any is absent or damaged (reported): the dense
+    network is then trained again (deterministically, the same network) and its snapshots kept."""
+    keys = [run.key] + [_snapshot_key(run.key, k) for k in rewind_hooks(case)]
+    if not all(store.has_model(k) for k in keys):
         return None
     try:
-        return store.load_model(run.key, expected=lambda state: _expected_shapes(case, run.arch, state))
+        states = [store.load_model(k, expected=lambda state: _expected_shapes(case, run.arch, state)) for k in keys]
     except DamagedRecord as err:
         echo(str(err))
         return None
+    return states[0], dict(zip(rewind_hooks(case), states[1:]))
 
 
 def _expected_shapes(case: Case, arch: str, state: dict) -> dict[str, tuple]:
@@ -173,14 +182,14 @@ def _sweep(case: Case, case_path: str | None, out: Path, data: Fingerprint, engi
 
     submitted: set[tuple] = set()
 
-    def prune_batch(block: tuple, state) -> None:
+    def prune_batch(block: tuple, state, snapshots: dict) -> None:
         todo = [r for r in blocks[block]["prune"] if r.key not in records]
         if todo and block not in submitted:
             submitted.add(block)
             arch, level, seed = block
             engine.submit(Job(prune_job, (case, arch, level, seed, state,
-                                          [(r.label, r.method, r.compensate, r.ratio) for r in todo]), kw, todo,
-                              f"{arch} noise={level:g} seed={seed} prune x{len(todo)}"))
+                                          [(r.label, r.method, r.compensate, r.ratio) for r in todo]),
+                              dict(kw, snapshots=snapshots), todo, f"{arch} noise={level:g} seed={seed} prune x{len(todo)}"))
 
     for arch in case.models:
         dense_runs, states = [], []
@@ -190,12 +199,13 @@ def _sweep(case: Case, case_path: str | None, out: Path, data: Fingerprint, engi
                 continue
             d = parts["dense"][0]
             pending = any(r.key not in records for r in parts["prune"])
-            state = _dense_state(case, store, d, echo) if (pending or d.key not in records) else None
+            stored = _dense_state(case, store, d, echo) if (pending or d.key not in records) else None
+            state = None if stored is None else stored[0]
             if d.key not in records or (pending and state is None):
                 dense_runs.append(d)
                 states.append(state)
-            if pending and state is not None:
-                prune_batch(block, state)
+            if pending and stored is not None:
+                prune_batch(block, *stored)
             scratch += [r for r in parts["scratch"] if r.key not in records]
         if dense_runs:
             members = [(r.noise, r.seed, s) for r, s in zip(dense_runs, states)]
@@ -212,15 +222,17 @@ def _sweep(case: Case, case_path: str | None, out: Path, data: Fingerprint, engi
             if job.fn is dense_job:
                 if not job.extra[k]:
                     store.save_model(run.key, res["state"])
+                    for step, snap in res["snapshots"].items():
+                        store.save_model(_snapshot_key(run.key, step), snap)
+                snaps = res["snapshots"]
                 res = {"metrics": res["metrics"], "weights": res["weights"]}
             fresh = run.key not in records
             store.put(run, res, data_sha256=data.sha256)
             records[run.key] = res
             if fresh:
                 bar.update(1)
-            if job.fn is dense_job:
-                given = job.args[2][k][2]
-                prune_batch(run.block, given if given is not None else results[k]["state"])
+            if job.fn is dense_job and job.extra[k] is False:  # trained here: its snapshots came back with it
+                prune_batch(run.block, results[k]["state"], snaps)
     bar.close()
     check_unchanged(data)
 

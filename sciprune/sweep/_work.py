@@ -15,16 +15,17 @@ from ..config import Case
 from ..devices import resolve_device
 from ..ensemble import fit_many
 from ..study import (
+    check_training_lengths,
     evaluate,
     load_task,
     make_model,
+    rewind_hooks,
     scratch_spec,
     train_config,
     weight_count,
 )
-from ..engine import Variant, check_cubic_fits, ensemble_trainer, prune_and_train
+from ..engine import Variant, ensemble_trainer, prune_and_train
 from ..planner import Planner
-from ..schedules import parse_schedule
 from ..tasks import LoadedTask
 
 __all__ = ["dense_job", "prune_job", "scratch_job"]
@@ -44,25 +45,32 @@ def dense_job(case: Case, arch: str, members: list[tuple[float, int, State | Non
     dev, dtype = _setup(case, device)
     spec = case.models[arch]
     tasks = [load_task(case, level, seed, device=dev, dtype=dtype) for level, seed, _ in members]
-    for t, (_, seed, _) in zip(tasks, members):  # before any training
-        check_cubic_fits(parse_schedule(case.prune.schedule), train_config(case.finetune, seed),
-                         int(t.task.X_train.shape[0]))
+    for t in tasks:  # before any training
+        check_training_lengths(case, int(t.task.X_train.shape[0]))
     models = [make_model(spec, t.task.in_features, t.task.out_features, seed, device=dev, dtype=dtype)
               for t, (_, seed, _) in zip(tasks, members)]
     todo = [i for i, (_, _, state) in enumerate(members) if state is None]
     for i, (_, _, state) in enumerate(members):
         if state is not None:
             models[i].load_state_dict(state)
+    rewinds = rewind_hooks(case)  # the dense weights at each step a procedure rewinds to
     if todo:
         fit_many([models[i] for i in todo], [tasks[i].task for i in todo],
-                 [train_config(case.train, members[i][1]) for i in todo], max_members=max_members)
-    return [{"metrics": evaluate(m, t), "weights": weight_count(m),
-             "state": {k: v.detach().cpu() for k, v in m.state_dict().items()}}
-            for m, t in zip(models, tasks)]
+                 [train_config(case.train, members[i][1]) for i in todo], max_members=max_members,
+                 hooks=list(rewinds.values()) or None)
+    out = [{"metrics": evaluate(m, t), "weights": weight_count(m), "state": _cpu(m.state_dict()), "snapshots": {}}
+           for m, t in zip(models, tasks)]
+    for j, i in enumerate(todo):
+        out[i]["snapshots"] = {k: _cpu(h.at(j)) for k, h in rewinds.items()}
+    return out
+
+
+def _cpu(state: State) -> State:
+    return {k: v.detach().cpu() for k, v in state.items()}
 
 
 def prune_job(case: Case, arch: str, level: float, seed: int, state: State,
-              runs: list[tuple[str, str, bool | None, float]], *,
+              runs: list[tuple[str, str, bool | None, float]], *, snapshots: dict[int, State] | None = None,
               device: str | None = None, max_members: int | None = None) -> list[dict]:
     """Prune copies of one dense network for ``runs`` = [(label, method, compensate, ratio)] under the
     case's schedule and fine-tune them, every training of a round as one ensemble
@@ -70,7 +78,8 @@ def prune_job(case: Case, arch: str, level: float, seed: int, state: State,
     procedure of ``sciprune run``); per run its record (:meth:`~sciprune.engine.Outcome.record`).
 
     Each method scores the dense network once and its variants share the scores
-    (:class:`sciprune.planner.Planner`, as in ``sciprune run``).
+    (:class:`sciprune.planner.Planner`, as in ``sciprune run``). ``snapshots``: step k -> the dense
+    training's weights after step k, for the procedures that rewind there.
     """
     dev, dtype = _setup(case, device)
     loaded = load_task(case, level, seed, device=dev, dtype=dtype)
@@ -78,10 +87,16 @@ def prune_job(case: Case, arch: str, level: float, seed: int, state: State,
     dense = make_model(case.models[arch], task.in_features, task.out_features, seed, device=dev, dtype=dtype)
     dense.load_state_dict(state)
     planner = Planner(dense, task, seed=seed, options=case.prune.options)
-    outcomes = prune_and_train(planner, [Variant(*r) for r in runs], schedule=case.prune.schedule,
-                               scope=case.prune.scope, finetune=train_config(case.finetune, seed),
+    spec = case.models[arch]
+    outcomes = prune_and_train(planner, [Variant(*r, case.prune.procedure(r[0])) for r in runs],
+                               schedule=case.prune.schedule, scope=case.prune.scope,
+                               finetune=train_config(case.finetune, seed),
                                train=ensemble_trainer(task, max_members=max_members),
-                               evaluate=lambda m: evaluate(m, loaded), keep=case.prune.keep_steps)
+                               evaluate=lambda m: evaluate(m, loaded), keep=case.prune.keep_steps,
+                               train_config=train_config(case.train, seed),
+                               init=lambda: make_model(spec, task.in_features, task.out_features, seed, device=dev,
+                                                       dtype=dtype),
+                               snapshots={k: {n: v.to(dev) for n, v in st.items()} for k, st in (snapshots or {}).items()})
     return [o.record(case.prune.keep_steps) for o in outcomes]
 
 
