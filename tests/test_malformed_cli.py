@@ -97,7 +97,7 @@ PRUNE = [
     (["--ratio", "1.5"], ["ratio", "[0, 1)"]),
     (["--ratio", "nan"], ["ratio", "nan"]),
     (["--ratio", "-0.1"], ["ratio", "-0.1"]),
-    (["--method", "obd"], ["unknown method", "obd"]),
+    (["--method", "no-such-method"], ["unknown method", "no-such-method"]),
     (["--seed", "-1"], ["--seed", "-1"]),
     (["--seed", str(2**32)], ["--seed"]),
     (["--device", "tpu"], ["device", "tpu"]),

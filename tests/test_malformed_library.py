@@ -189,7 +189,7 @@ PRUNE = [
     ("ratio-one", lambda t: sciprune.prune(_fresh(), "magnitude", 1.0), ["ratio", "[0, 1)"]),
     ("ratio-bool", lambda t: sciprune.prune(_fresh(), "magnitude", True), ["ratio", "True"]),
     ("scope", lambda t: sciprune.prune(_fresh(), "magnitude", 0.5, scope="neuron"), ["scope", "neuron"]),
-    ("method-unknown", lambda t: sciprune.prune(_fresh(), "obd", 0.5), ["unknown method", "obd"]),
+    ("method-unknown", lambda t: sciprune.prune(_fresh(), "no-such-method", 0.5), ["unknown method", "no-such-method"]),
     ("method-list", lambda t: sciprune.prune(_fresh(), ["ec"], 0.5), ["method", "['ec']"]),
     ("method-needs-data", lambda t: sciprune.prune(_fresh(), "ec", 0.5), ["needs data"]),
     ("option-unknown", lambda t: sciprune.prune(_fresh(), "magnitude", 0.5, probes=3), ["unknown option", "probes"]),

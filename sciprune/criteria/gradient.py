@@ -13,32 +13,16 @@ from __future__ import annotations
 
 import torch
 
-from .. import losses
+from ._loss_models import summed_gradient
 from ._registry import ScoreResult, Stacked, register, register_batched
-
-
-def _summed_loss(y: torch.Tensor, Y: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """The batch's loss summed as ``reduction="sum"`` and the count the mean divides it by."""
-    loss = losses.loss_for_targets(Y)
-    return losses.value(loss, y, losses.targets(loss, y, Y), "sum"), losses.count(loss, y)
 
 
 @register("gradient", summary="|W * dL/dW|: first-order Taylor change of the training loss (full-batch gradient)",
           needs_data=True)
 def gradient(model, batches, names, generator, **options) -> ScoreResult:
+    total, count = summed_gradient(model, batches, names)
     params = dict(model.named_parameters())
-    weights = [params[n] for n in names]
-    total = [torch.zeros_like(w, dtype=torch.float64) for w in weights]
-    count = 0
-    with torch.enable_grad():
-        for X, Y in batches:
-            loss, k = _summed_loss(model(X), Y)
-            grads = torch.autograd.grad(loss, weights, allow_unused=True)
-            for acc, g in zip(total, grads):
-                if g is not None:
-                    acc += g.to(torch.float64)
-            count += k
-    return ScoreResult({n: (w.detach().to(torch.float64) * acc / count).abs() for n, w, acc in zip(names, weights, total)})
+    return ScoreResult({n: (params[n].detach().to(torch.float64) * total[n] / count).abs() for n in names})
 
 
 @register_batched("gradient")

@@ -1,0 +1,138 @@
+"""Loss modelling (Laurent, Ballas et al. 2020, arXiv 2006.12279): what ``obd``, ``lm`` and ``qm`` share.
+
+The removal of weight ``theta_i`` (setting it to 0, a step ``-theta_i``) changes the training loss
+``L``, to second order in a diagonal model, by ``-g_i theta_i + 1/2 d_i theta_i^2``; the score is
+
+    r_i = | -g_i theta_i + 1/2 d_i theta_i^2 | + 1/2 lambda theta_i^2
+
+(``compute_ranks`` in Thrandis/loss-models-pruning ``pruning.py``): OBD g = 0, d = GGN diagonal
+(LeCun, Denker & Solla 1990); LM g = mean gradient, d = 0; QM g = mean gradient, d = GGN diagonal;
+``lambda`` (option ``locality``) is the locality penalty, outside the absolute value.
+
+``g`` is the gradient of the training loss (sciprune's: MSE mean over samples and outputs, or
+cross-entropy mean over samples, :mod:`sciprune.losses`) and ``d`` the exact diagonal of its
+Gauss-Newton matrix ``G = (1/N) sum_n J_n^T H_n J_n`` (:func:`sciprune.curvature.ggn_diagonal`):
+``H_n = diag(p) - p p^T`` for cross-entropy (``G`` is then the true Fisher), ``H_n = (2/C) I`` for
+MSE over C outputs, i.e. ``d_i = (2 / (N C)) sum_{n,c} (dy_nc / d theta_i)^2``. Both are taken over
+the same rows: all of them, or ``examples`` rows drawn without replacement (:func:`select_examples`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .. import losses
+from ..batches import Batches
+from ..checks import check_positive_int
+from ..curvature import ggn_diagonal
+from ..errors import SciPruneError
+from ._registry import ScoreResult
+
+__all__ = ["EXAMPLES_OPTION", "LOCALITY_OPTION", "check_locality", "loss_model_scores", "mean_gradient",
+           "select_examples", "summed_gradient", "weight_ggn_diagonal"]
+
+#: The ``examples`` option as ``sciprune methods`` lists it.
+EXAMPLES_OPTION = {"examples": "int >= 1 or None (default: all rows); that many training rows drawn without "
+                               "replacement with the seed; more than the data means all rows"}
+#: The ``locality`` option (Laurent et al.'s lambda).
+LOCALITY_OPTION = {"locality": "float >= 0, default 0: lambda of the penalty 1/2 lambda W^2 added outside |.|"}
+
+
+def check_locality(locality) -> float:
+    """``locality`` as a float if it is a finite real >= 0, else a one-line :class:`SciPruneError`."""
+    if isinstance(locality, bool) or not isinstance(locality, (int, float)) or not math.isfinite(locality) \
+            or locality < 0:
+        raise SciPruneError(f"locality must be a finite number >= 0 (the lambda of 1/2 lambda W^2), got {locality!r}")
+    return float(locality)
+
+
+def _row_count(batches: Batches) -> int:
+    res = batches.resident
+    if res is not None:
+        return int(res[0].shape[0])
+    return sum(int(X.shape[0]) for X, _ in batches)  # one extra pass over an iterable's batches
+
+
+def select_examples(batches: Batches, examples, generator: torch.Generator) -> Batches | list:
+    """The rows the curvature and gradient are taken over.
+
+    ``examples`` None, or at least the number N of rows: ``batches`` itself (all rows). Otherwise the
+    rows whose global indices (their order through the batches) are the first ``examples`` entries
+    of ``torch.randperm(N, generator=generator)``, kept in their batches (a batch losing every row is
+    dropped): the same rows for a seed whatever the batch size or the form of the data.
+    """
+    examples = check_positive_int(examples, "examples", none_ok=True)
+    if examples is None:
+        return batches
+    N = _row_count(batches)
+    if examples >= N:
+        return batches
+    keep = torch.zeros(N, dtype=torch.bool)
+    keep[torch.randperm(N, generator=generator)[:examples]] = True
+    out, start = [], 0
+    for X, Y in batches:
+        k = keep[start:start + X.shape[0]].to(X.device)
+        start += X.shape[0]
+        if bool(k.any()):
+            out.append((X[k], Y[k]))
+    return out
+
+
+def _loss_name(batches) -> str:
+    for _, Y in batches:
+        return losses.loss_for_targets(Y)
+    raise SciPruneError("the data yielded no batches")
+
+
+def summed_gradient(model: torch.nn.Module, batches, names: list[str]) -> tuple[dict[str, torch.Tensor], int]:
+    """``(sum over batches of d(summed loss)/dtheta in float64, count)``: the training loss's gradient
+    is the first divided by the second (the count :func:`sciprune.losses.count` divides the sum by)."""
+    params = dict(model.named_parameters())
+    weights = [params[n] for n in names]
+    total = [torch.zeros_like(w, dtype=torch.float64) for w in weights]
+    count = 0
+    with torch.enable_grad():
+        for X, Y in batches:
+            y = model(X)
+            loss = losses.loss_for_targets(Y)
+            summed = losses.value(loss, y, losses.targets(loss, y, Y), "sum")
+            for acc, g in zip(total, torch.autograd.grad(summed, weights, allow_unused=True)):
+                if g is not None:
+                    acc += g.to(torch.float64)
+            count += losses.count(loss, y)
+    return dict(zip(names, total)), count
+
+
+def mean_gradient(model: torch.nn.Module, batches, names: list[str]) -> dict[str, torch.Tensor]:
+    """``dL/dtheta`` (float64) of the training loss ``L`` over every row of ``batches``: the per-batch
+    gradients of the summed loss added up, divided by the total count (independent of the batching)."""
+    total, count = summed_gradient(model, batches, names)
+    return {n: t / count for n, t in total.items()}
+
+
+def weight_ggn_diagonal(model: torch.nn.Module, batches, names: list[str]) -> dict[str, torch.Tensor]:
+    """The exact GGN diagonal of the training loss over ``batches`` for the weights ``names`` (float64;
+    0 at pruned entries), the loss chosen by the targets as in training."""
+    d = ggn_diagonal(model, batches, loss=_loss_name(batches), names=names)
+    return {n: d[n].to(torch.float64) for n in names}
+
+
+def loss_model_scores(model: torch.nn.Module, names: list[str], *, grad: dict[str, torch.Tensor] | None,
+                      diag: dict[str, torch.Tensor] | None, locality: float = 0.0) -> ScoreResult:
+    """``r = |-g W + 1/2 d W^2| + 1/2 lambda W^2`` per weight (float64); ``grad``/``diag`` None mean 0."""
+    params = dict(model.named_parameters())
+    out = {}
+    for n in names:
+        W = params[n].detach().to(torch.float64)
+        r = torch.zeros_like(W)
+        if grad is not None:
+            r -= grad[n] * W
+        if diag is not None:
+            r += 0.5 * diag[n] * W * W
+        r = r.abs()
+        if locality:
+            r += 0.5 * locality * W * W
+        out[n] = r
+    return ScoreResult(out)
