@@ -35,13 +35,27 @@ from .checks import MAX_EPOCHS, SEED_LIMIT
 from .errors import ConfigError, SciPruneError
 
 __all__ = [
-    "GenerateSpec", "DataSpec", "NoiseSpec", "ModelSpec", "TrainSpec", "PruneSpec", "BaselineSpec", "Case",
+    "GenerateSpec", "DataSpec", "NoiseSpec", "ModelSpec", "TrainSpec", "PruneSpec", "BaselineSpec", "DiagnosticsSpec", "Case",
     "load_case", "parse_case", "MAX_EPOCHS", "MAX_NOISE_LEVEL", "SEED_LIMIT",
 ]
 
 #: A case file is a few kB of TOML; anything larger than this is not one.
 MAX_CASE_BYTES = 1 << 20
 _DEVICE = re.compile(r"cpu|cuda(:(0|[1-9][0-9]{0,3}))?")
+
+class DiagnosticsSpec(_Frozen):
+    """``[diagnostics]``: measured on the dense and every final pruned network
+    (:mod:`sciprune.study_diagnostics`). ``hessian_top``: that many top Hessian eigenvalues of the
+    training loss (0: none); ``psp``: the PSP L2 norm per hidden layer, and the first- and second-order
+    PSP-entropy for ReLU networks."""
+
+    hessian_top: int = Field(0, ge=0, le=50)
+    psp: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.hessian_top or self.psp)
+
 
 class BaselineSpec(_Frozen):
     """``scratch = true``: for every ratio, also train from scratch a dense network of the same depth
@@ -66,6 +80,7 @@ class Case(_Frozen):
     train: TrainSpec = Field(default_factory=TrainSpec)
     prune: PruneSpec = Field(default_factory=PruneSpec)
     finetune: TrainSpec = Field(default_factory=lambda: TrainSpec(epochs=200))
+    diagnostics: DiagnosticsSpec = Field(default_factory=DiagnosticsSpec)
     save_models: bool = True
 
     @field_validator("device")

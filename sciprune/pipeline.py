@@ -44,11 +44,12 @@ from .study import (  # noqa: F401  (re-exported: the study pieces ``sciprune ru
     rewind_hooks,
     scratch_spec,
     study_attrs,
+    study_diagnostics,
     study_variants,
     train_config,
     weight_count,
 )
-from .study_records import STAGES, prune_variables
+from .study_records import STAGES, diagnostic_variables, prune_variables
 from .training import fit
 
 __all__ = ["run_case", "save_surrogate"]
@@ -165,6 +166,10 @@ def _block_problem(ds: xr.Dataset, case: Case, where: tuple) -> str | None:
     want.update({f"dense_{m}": lead for m in (*metrics, "weights")})
     if case.baseline.scratch:
         want.update({f"scratch_{m}": lead + ("ratio",) for m in (*metrics, "weights")})
+    if case.diagnostics.hessian_top:
+        want.update({"hessian_eig": lead + ("method", "ratio", "eig"), "dense_hessian_eig": lead + ("eig",)})
+    if case.diagnostics.psp:
+        want.update({"psp_norm": lead + ("method", "ratio", "layer"), "dense_psp_norm": lead + ("layer",)})
     if case.prune.keep_steps != "last":
         want.update({f"step_{m}": lead + ("method", "ratio", "step", "stage") for m in metrics})
         want["step_sparsity"] = lead + ("method", "ratio", "step")
@@ -222,6 +227,7 @@ def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype,
     rewinds = rewind_hooks(case)  # the dense weights at each step a procedure rewinds to
     fit(dense, task, train_config(case.train, seed), progress=_epochs(bar, f"{where} dense"),
         hooks=list(rewinds.values()) or None)
+    dense_diagnostics = study_diagnostics(case, dense, task, seed)
     provenance = dict(_provenance(case, level, seed), architecture=arch, data_sha256=data.sha256)
     tag = f"{arch}_noise{level:g}_seed{seed}"
     if case.save_models and seed == case.seeds[0]:
@@ -252,11 +258,16 @@ def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype,
 
     coords = {"arch": [arch], "noise": [level], "seed": [seed], "method": labels, "ratio": ratios, "stage": list(STAGES)}
     lead = ("arch", "noise", "seed")
-    data, step_coords = prune_variables(
-        metrics, lead, (1, 1, 1), labels, ratios,
-        [((0, 0, 0), o.variant.label, o.variant.ratio, o.record(case.prune.keep_steps)) for o in outcomes],
-        keeps_steps=case.prune.keep_steps != "last")
+    records = [((0, 0, 0), o.variant.label, o.variant.ratio,
+                dict(o.record(case.prune.keep_steps), diagnostics=study_diagnostics(case, o.model, task, seed)))
+               for o in outcomes]
+    data, step_coords = prune_variables(metrics, lead, (1, 1, 1), labels, ratios, records,
+                                        keeps_steps=case.prune.keep_steps != "last")
     coords.update(step_coords)
+    diag, diag_coords = diagnostic_variables(lead, (1, 1, 1), labels, ratios, records,
+                                             [((0, 0, 0), {"diagnostics": dense_diagnostics})])
+    data.update(diag)
+    coords.update(diag_coords)
     for m, v in evaluate(dense, loaded).items():
         data[f"dense_{m}"] = (lead, np.full((1, 1, 1), v))
     data["dense_weights"] = (lead, np.full((1, 1, 1), weight_count(dense)))

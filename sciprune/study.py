@@ -30,7 +30,7 @@ from .study_lock import HASH_CACHE_NAME, open_study
 from .tasks import LoadedTask, build_task, ensure_data
 from .training import TrainConfig
 
-__all__ = ["check_case", "held_study", "check_training_lengths", "study_variants", "rewind_hooks", "train_config", "make_model", "evaluate", "predict_field", "load_task",
+__all__ = ["check_case", "held_study", "check_training_lengths", "study_variants", "study_diagnostics", "rewind_hooks", "train_config", "make_model", "evaluate", "predict_field", "load_task",
            "scratch_spec", "weight_count", "study_attrs", "case_hash", "REGRESSION_METRICS", "CLASSIFICATION_METRICS"]
 
 REGRESSION_METRICS = ("test_mse", "test_mse_clean", "test_rel_l2_clean", "field_nrmse", "train_mse")
@@ -97,6 +97,17 @@ def study_variants(case: Case) -> list:
 
     p = case.prune
     return [Variant(label, method, comp, r, p.procedure(label)) for label, method, comp in p.variants for r in p.ratios]
+
+
+def study_diagnostics(case: Case, model, task, seed: int) -> dict:
+    """The ``[diagnostics]`` of ``case`` measured on ``model`` (:mod:`sciprune.study_diagnostics`); {} when
+    the case asks for none."""
+    d = case.diagnostics
+    if not d.enabled:
+        return {}
+    from .study_diagnostics import network_diagnostics
+
+    return network_diagnostics(model, task, hessian_top=d.hessian_top, psp=d.psp, seed=seed)
 
 
 def rewind_hooks(case: Case) -> dict:

@@ -22,7 +22,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["STAGES", "prune_variables", "steps_problem"]
+__all__ = ["STAGES", "prune_variables", "steps_problem", "diagnostic_variables", "diagnostics_problem"]
 
 STAGES = ("pruned", "finetuned")
 _STEP_STAGES = ("pruned", "trained")  # a step record's keys for the two stages
@@ -94,4 +94,54 @@ def steps_problem(steps: object, metrics: Sequence[str] | None = None) -> str | 
         if loss is not None and not (isinstance(loss, list) and all(
                 v is None or (isinstance(v, (int, float)) and not isinstance(v, bool)) for v in loss)):
             return f"step {key}: 'train_loss' is not a list of numbers"
+    return None
+
+
+def diagnostic_variables(lead_dims: tuple[str, ...], lead_shape: tuple[int, ...], labels: Sequence[str],
+                         ratios: Sequence[float], prune_items: Iterable[tuple[tuple[int, ...], str, float, dict]],
+                         dense_items: Iterable[tuple[tuple[int, ...], dict]]) -> tuple[dict, dict]:
+    """``(data_vars, coords)`` of the records' ``diagnostics`` (:mod:`sciprune.study_diagnostics`):
+    ``<name>`` over (lead..., method, ratio, eig | layer) for the pruned networks and ``dense_<name>``
+    over (lead..., eig | layer) for the dense ones; ``eig`` numbers eigenvalues from 1 (largest first),
+    ``layer`` hidden layers from 1; NaN where a network has fewer, or the diagnostic is not defined."""
+    from .study_diagnostics import DIAGNOSTICS
+
+    prune_items, dense_items = list(prune_items), list(dense_items)
+    diags = [rec.get("diagnostics") or {} for *_, rec in prune_items] + [rec.get("diagnostics") or {}
+                                                                       for _, rec in dense_items]
+    names = [n for n in DIAGNOSTICS if any(n in d for d in diags)]
+    if not names:
+        return {}, {}
+    sizes = {dim: max(len(d[n]) for d in diags for n in names if n in d and DIAGNOSTICS[n] == dim)
+             for dim in {DIAGNOSTICS[n] for n in names}}
+    shape = tuple(lead_shape) + (len(labels), len(ratios))
+    data: dict = {}
+    for n in names:
+        dim = DIAGNOSTICS[n]
+        arr, dense = np.full(shape + (sizes[dim],), np.nan), np.full(tuple(lead_shape) + (sizes[dim],), np.nan)
+        for lead, label, ratio, rec in prune_items:
+            v = (rec.get("diagnostics") or {}).get(n)
+            if v:
+                arr[tuple(lead) + (labels.index(label), list(ratios).index(ratio))][: len(v)] = v
+        for lead, rec in dense_items:
+            v = (rec.get("diagnostics") or {}).get(n)
+            if v:
+                dense[tuple(lead)][: len(v)] = v
+        data[n] = (lead_dims + ("method", "ratio", dim), arr)
+        data[f"dense_{n}"] = (lead_dims + (dim,), dense)
+    return data, {dim: list(range(1, k + 1)) for dim, k in sizes.items()}
+
+
+def diagnostics_problem(diag: object) -> str | None:
+    """What is wrong with a stored record's ``diagnostics`` (name -> list of numbers), or None."""
+    from .study_diagnostics import DIAGNOSTICS
+
+    if not isinstance(diag, dict):
+        return "'diagnostics' is not an object"
+    for name, values in diag.items():
+        if name not in DIAGNOSTICS:
+            return f"'diagnostics' has the unknown entry {name!r}"
+        if not (isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
+                                                 for v in values)):
+            return f"'diagnostics.{name}' is not a list of numbers"
     return None

@@ -59,5 +59,5 @@ def tiny_case(output, data_file, **sections) -> str:
         "finetune": {"epochs": 1, "batch_size": 64},
     }
     for key, value in sections.items():
-        case[key] = {**case[key], **value} if isinstance(value, dict) else value
+        case[key] = {**case.get(key, {}), **value} if isinstance(value, dict) else value
     return toml_text(case)

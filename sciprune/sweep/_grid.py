@@ -66,6 +66,7 @@ def _base(case: Case, arch: str, level: float, seed: int) -> dict:
         "train": case.train.model_dump(mode="json"),
         "seed": int(seed),
         "dtype": case.dtype,
+        **({"diagnostics": case.diagnostics.model_dump(mode="json")} if case.diagnostics.enabled else {}),
     }
 
 

@@ -225,7 +225,7 @@ def _sweep(case: Case, case_path: str | None, out: Path, data: Fingerprint, engi
                     for step, snap in res["snapshots"].items():
                         store.save_model(_snapshot_key(run.key, step), snap)
                 snaps = res["snapshots"]
-                res = {"metrics": res["metrics"], "weights": res["weights"]}
+                res = {"metrics": res["metrics"], "weights": res["weights"], "diagnostics": res["diagnostics"]}
             fresh = run.key not in records
             store.put(run, res, data_sha256=data.sha256)
             records[run.key] = res

@@ -33,7 +33,7 @@ import torch
 import xarray as xr
 
 from ..outputs import child
-from ..study_records import STAGES, prune_variables, steps_problem
+from ..study_records import STAGES, diagnostic_variables, diagnostics_problem, prune_variables, steps_problem
 from ..results import write_bytes_atomic
 from ._grid import Run
 
@@ -83,6 +83,10 @@ def record_problem(rec: object, stem: str, metrics: Sequence[str] | None = None)
                 return problem
         elif not _number(rec[name]):
             return f"'{name}' is {rec[name]!r}, expected a number"
+    if "diagnostics" in rec:
+        problem = diagnostics_problem(rec["diagnostics"])
+        if problem:
+            return problem
     if kind == "prune" and "steps" in rec:
         problem = steps_problem(rec["steps"], metrics)
         if problem:
@@ -206,11 +210,15 @@ class SweepStore:
             metrics, dims, lead, labels, ratios,
             [(ia(r), r.label, r.ratio, records[r.key]) for r in runs if r.kind == "prune"],
             keeps_steps=case.prune.keep_steps != "last")
+        diag, diag_coords = diagnostic_variables(
+            dims, lead, labels, ratios, [(ia(r), r.label, r.ratio, records[r.key]) for r in runs if r.kind == "prune"],
+            [(ia(r), records[r.key]) for r in dense])
+        data.update(diag)
         data.update({f"dense_{m}": (dims, v) for m, v in d_res.items()})
         data["dense_weights"] = (dims, d_w)
         if case.baseline.scratch:
             data.update({f"scratch_{m}": (dims + ("ratio",), v) for m, v in s_res.items()})
             data["scratch_weights"] = (dims + ("ratio",), s_w)
         coords = {"arch": archs, "noise": levels, "seed": seeds, "method": labels, "ratio": ratios, "stage": list(STAGES),
-                  **step_coords}
+                  **step_coords, **diag_coords}
         return xr.Dataset(data, coords=coords)

@@ -21,6 +21,7 @@ from ..study import (
     make_model,
     rewind_hooks,
     scratch_spec,
+    study_diagnostics,
     train_config,
     weight_count,
 )
@@ -58,8 +59,8 @@ def dense_job(case: Case, arch: str, members: list[tuple[float, int, State | Non
         fit_many([models[i] for i in todo], [tasks[i].task for i in todo],
                  [train_config(case.train, members[i][1]) for i in todo], max_members=max_members,
                  hooks=list(rewinds.values()) or None)
-    out = [{"metrics": evaluate(m, t), "weights": weight_count(m), "state": _cpu(m.state_dict()), "snapshots": {}}
-           for m, t in zip(models, tasks)]
+    out = [{"metrics": evaluate(m, t), "weights": weight_count(m), "state": _cpu(m.state_dict()), "snapshots": {},
+            "diagnostics": study_diagnostics(case, m, t.task, seed)} for m, t, (_, seed, _) in zip(models, tasks, members)]
     for j, i in enumerate(todo):
         out[i]["snapshots"] = {k: _cpu(h.at(j)) for k, h in rewinds.items()}
     return out
@@ -97,7 +98,8 @@ def prune_job(case: Case, arch: str, level: float, seed: int, state: State,
                                init=lambda: make_model(spec, task.in_features, task.out_features, seed, device=dev,
                                                        dtype=dtype),
                                snapshots={k: {n: v.to(dev) for n, v in st.items()} for k, st in (snapshots or {}).items()})
-    return [o.record(case.prune.keep_steps) for o in outcomes]
+    return [dict(o.record(case.prune.keep_steps), diagnostics=study_diagnostics(case, o.model, task, seed))
+            for o in outcomes]
 
 
 def scratch_job(case: Case, arch: str, members: list[tuple[float, int, float]], *,
