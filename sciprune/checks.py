@@ -63,6 +63,17 @@ def check_positive_int(value, what: str, *, none_ok: bool = False) -> int | None
     return int(value)
 
 
+def check_number(value, what: str, *, positive: bool = False, meaning: str = "") -> float:
+    """``value`` as a float if it is a finite real >= 0 (> 0 with ``positive``), else a one-line
+    :class:`SciPruneError` naming ``what`` (followed by ``meaning``, e.g. " (the lambda of ...)")."""
+    import math
+
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) \
+            or not math.isfinite(value) or value < 0 or (positive and value == 0):
+        raise SciPruneError(f"{what} must be a finite number {'> 0' if positive else '>= 0'}{meaning}, got {value!r}")
+    return float(value)
+
+
 def memory_bytes() -> int:
     """Physical memory of this machine in bytes (0 where the platform does not say): the bound every
     size check (networks, grids, reads, solves) compares its estimate with."""

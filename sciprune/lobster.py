@@ -36,7 +36,8 @@ from .checks import check_int
 from .errors import SciPruneError
 from .lobster_threshold import Plateau, apply_threshold, linear_names, threshold_bisect
 from .masks import set_masks
-from .training import _number, evaluate_loss
+from .checks import check_number as _number
+from .training import evaluate_loss
 
 __all__ = ["Lobster", "ScaledLobster", "ThresholdEvent"]
 

@@ -13,12 +13,11 @@ import math
 from dataclasses import InitVar, asdict, dataclass, field
 from typing import Callable
 
-import numpy as np
 import torch
 from torch import nn
 
 from .batches import as_tensor, check_pair, model_shapes
-from .checks import MAX_EPOCHS, SEED_LIMIT, check_choice, check_int
+from .checks import MAX_EPOCHS, SEED_LIMIT, check_choice, check_int, check_number
 from .data._types import TaskData
 from .errors import SciPruneError
 from .hooks import FitState, resolve_hooks
@@ -29,13 +28,6 @@ __all__ = ["TrainConfig", "History", "fit", "evaluate_loss"]
 
 OPTIMIZERS = ("adam", "adamw", "sgd", "lbfgs")
 LR_SCHEDULES = ("constant", "cosine", "step", "plateau")
-
-
-def _number(value, what: str, *, positive: bool = False) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)) or not math.isfinite(value) \
-            or value < 0 or (positive and value == 0):
-        raise SciPruneError(f"{what} must be a finite number {'> 0' if positive else '>= 0'}, got {value!r}")
-    return float(value)
 
 
 @dataclass(frozen=True)
@@ -76,13 +68,13 @@ class TrainConfig:
                                 f"got schedule={schedule!r}; pruning schedules are sciprune.schedules")
         check_choice(self.optimizer, OPTIMIZERS, "optimizer")
         check_choice(self.lr_schedule, LR_SCHEDULES, "lr_schedule")
-        _number(self.lr, "lr", positive=True)
+        check_number(self.lr, "lr", positive=True)
         check_int(self.epochs, "epochs", lo=0, hi=MAX_EPOCHS)
         check_int(self.batch_size, "batch_size", lo=1, none_ok=True)
-        _number(self.weight_decay, "weight_decay")
-        _number(self.momentum, "momentum")
+        check_number(self.weight_decay, "weight_decay")
+        check_number(self.momentum, "momentum")
         check_int(self.step_size, "step_size (epochs)", lo=1)
-        if _number(self.gamma, "gamma", positive=True) >= 1:
+        if check_number(self.gamma, "gamma", positive=True) >= 1:
             raise SciPruneError(f"gamma must be a decay factor in (0, 1), got {self.gamma!r}")
         check_int(self.patience, "patience", lo=1, none_ok=True)
         check_int(self.seed, "seed", lo=0, hi=SEED_LIMIT - 1)

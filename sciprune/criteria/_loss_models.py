@@ -19,13 +19,12 @@ the same rows: all of them, or ``examples`` rows drawn without replacement (:fun
 
 from __future__ import annotations
 
-import math
 
 import torch
 
 from .. import losses
 from ..batches import Batches
-from ..checks import check_positive_int
+from ..checks import check_number, check_positive_int
 from ..curvature import ggn_diagonal
 from ..errors import SciPruneError
 from ._registry import ScoreResult
@@ -42,10 +41,7 @@ LOCALITY_OPTION = {"locality": "float >= 0, default 0: lambda of the penalty 1/2
 
 def check_locality(locality) -> float:
     """``locality`` as a float if it is a finite real >= 0, else a one-line :class:`SciPruneError`."""
-    if isinstance(locality, bool) or not isinstance(locality, (int, float)) or not math.isfinite(locality) \
-            or locality < 0:
-        raise SciPruneError(f"locality must be a finite number >= 0 (the lambda of 1/2 lambda W^2), got {locality!r}")
-    return float(locality)
+    return check_number(locality, "locality", meaning=" (the lambda of 1/2 lambda W^2)")
 
 
 def _row_count(batches: Batches) -> int:
