@@ -121,8 +121,9 @@ def _run_blocks(case: Case, case_path: str | None, out: Path, data: Fingerprint,
 
     ordered = [parts[b] for b in blocks]
     field_parts = {p["arch"].item(): p for p in ordered if "field" in p}
+    # outer join: NaN where blocks differ in size (schedule steps, hidden layers of another architecture)
     ds = xr.combine_by_coords([p.drop_vars(["field", "panel", "x", "t"], errors="ignore") for p in ordered],
-                              combine_attrs="drop")
+                              combine_attrs="drop", join="outer", compat="no_conflicts")
     ds.attrs.update(study_attrs(case, case_path, wall_time_s=time.perf_counter() - t0, device=device, data=data))
     path = write_dataset(ds, out / "results.nc")
     _figures(case, ds, field_parts, out)
