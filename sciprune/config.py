@@ -47,10 +47,19 @@ class DiagnosticsSpec(_Frozen):
     """``[diagnostics]``: measured on the dense and every final pruned network
     (:mod:`sciprune.study_diagnostics`). ``hessian_top``: that many top Hessian eigenvalues of the
     training loss (0: none); ``psp``: the PSP L2 norm per hidden layer, and the first- and second-order
-    PSP-entropy for ReLU networks."""
+    PSP-entropy for ReLU networks. ``lines``: pairs of variant labels ``[a, b]``: per ratio, the training
+    and test loss along theta(alpha) = (1 - alpha) theta_a + alpha theta_b between their final networks
+    (Goodfellow et al. 2015; Tartaglione et al. 2020, Fig. 2) at ``line_points`` values of alpha in [0, 1]."""
 
     hessian_top: int = Field(0, ge=0, le=50)
     psp: bool = False
+    lines: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = Field(default_factory=list)
+    line_points: int = Field(21, ge=2, le=1001)
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """``lines`` as (a, b) tuples."""
+        return [(a, b) for a, b in self.lines]
 
     @property
     def enabled(self) -> bool:
@@ -128,6 +137,14 @@ class Case(_Frozen):
     def _check(self):
         if self.architectures and "model" in self.model_fields_set:
             raise ValueError("give either [model] or [architectures.NAME] tables, not both")
+        labels = [label for label, _, _ in self.prune.variants]
+        for a, b in self.diagnostics.pairs:
+            bad = [x for x in (a, b) if x not in labels]
+            if bad or a == b:
+                raise _Bad("diagnostics.lines", f"a line joins two different variants of this case ({labels}); "
+                                                f"got [{a!r}, {b!r}]")
+        if len(set(self.diagnostics.pairs)) != len(self.diagnostics.pairs):
+            raise _Bad("diagnostics.lines", "a pair is listed twice")
         if self.prune.schedule["kind"] == "cubic" and self.finetune.patience is not None:
             raise _Bad("finetune.patience", "the cubic schedule updates masks during the fine-tuning, which early "
                                             "stopping could end before its last update; unset finetune.patience")

@@ -45,11 +45,12 @@ from .study import (  # noqa: F401  (re-exported: the study pieces ``sciprune ru
     scratch_spec,
     study_attrs,
     study_diagnostics,
+    study_lines,
     study_variants,
     train_config,
     weight_count,
 )
-from .study_records import STAGES, diagnostic_variables, prune_variables
+from .study_records import STAGES, diagnostic_variables, line_variables, prune_variables
 from .training import fit
 
 __all__ = ["run_case", "save_surrogate"]
@@ -171,6 +172,8 @@ def _block_problem(ds: xr.Dataset, case: Case, where: tuple) -> str | None:
         want.update({"hessian_eig": lead + ("method", "ratio", "eig"), "dense_hessian_eig": lead + ("eig",)})
     if case.diagnostics.psp:
         want.update({"psp_norm": lead + ("method", "ratio", "layer"), "dense_psp_norm": lead + ("layer",)})
+    if case.diagnostics.lines:
+        want.update({f"line_{k}_loss": lead + ("pair", "ratio", "alpha") for k in ("train", "test")})
     if case.prune.keep_steps != "last":
         want.update({f"step_{m}": lead + ("method", "ratio", "step", "stage") for m in metrics})
         want["step_sparsity"] = lead + ("method", "ratio", "step")
@@ -269,6 +272,11 @@ def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype,
                                              [((0, 0, 0), {"diagnostics": dense_diagnostics})])
     data.update(diag)
     coords.update(diag_coords)
+    lines = study_lines(case, outcomes, task)
+    line_data, line_coords = line_variables(lead, (1, 1, 1), case.diagnostics.pairs, ratios, case.diagnostics.line_points,
+                                            [((0, 0, 0), a, b, r, line) for (a, b, r), line in lines.items()])
+    data.update(line_data)
+    coords.update(line_coords)
     for m, v in evaluate(dense, loaded).items():
         data[f"dense_{m}"] = (lead, np.full((1, 1, 1), v))
     data["dense_weights"] = (lead, np.full((1, 1, 1), weight_count(dense)))

@@ -30,7 +30,7 @@ from .study_lock import HASH_CACHE_NAME, open_study
 from .tasks import LoadedTask, build_task, ensure_data
 from .training import TrainConfig
 
-__all__ = ["check_case", "held_study", "check_training_lengths", "study_variants", "study_diagnostics", "rewind_hooks", "train_config", "make_model", "evaluate", "predict_field", "load_task",
+__all__ = ["check_case", "held_study", "check_training_lengths", "study_variants", "study_diagnostics", "study_lines", "rewind_hooks", "train_config", "make_model", "evaluate", "predict_field", "load_task",
            "scratch_spec", "weight_count", "study_attrs", "case_hash", "REGRESSION_METRICS", "CLASSIFICATION_METRICS"]
 
 REGRESSION_METRICS = ("test_mse", "test_mse_clean", "test_rel_l2_clean", "field_nrmse", "train_mse")
@@ -108,6 +108,26 @@ def study_diagnostics(case: Case, model, task, seed: int) -> dict:
     from .study_diagnostics import network_diagnostics
 
     return network_diagnostics(model, task, hessian_top=d.hessian_top, psp=d.psp, seed=seed)
+
+
+def study_lines(case: Case, outcomes, task) -> dict[tuple[str, str, float], dict[str, list[float]]]:
+    """``[diagnostics] lines``: for each pair ``(a, b)`` and ratio whose two final networks are among
+    ``outcomes``, the training and test loss along the straight line from a's to b's
+    (:func:`sciprune.diagnostics.loss_line`): ``{(a, b, ratio): {"train": [...], "test": [...]}}``."""
+    if not case.diagnostics.lines:
+        return {}
+    from .diagnostics import loss_line
+
+    by = {(o.variant.label, o.variant.ratio): o.model for o in outcomes}
+    out = {}
+    for a, b in case.diagnostics.pairs:
+        for r in case.prune.ratios:
+            if (a, r) in by and (b, r) in by:
+                ds = loss_line(by[(a, r)], by[(b, r)], (task.X_train, task.Y_train), n_points=case.diagnostics.line_points,
+                               test_data=(task.X_test, task.Y_test))
+                out[(a, b, r)] = {"train": [float(v) for v in ds["train_loss"].values],
+                                  "test": [float(v) for v in ds["test_loss"].values]}
+    return out
 
 
 def rewind_hooks(case: Case) -> dict:

@@ -22,7 +22,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-__all__ = ["STAGES", "prune_variables", "steps_problem", "diagnostic_variables", "diagnostics_problem"]
+__all__ = ["STAGES", "prune_variables", "steps_problem", "diagnostic_variables", "diagnostics_problem",
+           "line_variables", "lines_problem"]
 
 STAGES = ("pruned", "finetuned")
 _STEP_STAGES = ("pruned", "trained")  # a step record's keys for the two stages
@@ -145,3 +146,37 @@ def diagnostics_problem(diag: object) -> str | None:
                                                  for v in values)):
             return f"'diagnostics.{name}' is not a list of numbers"
     return None
+
+
+def line_variables(lead_dims: tuple[str, ...], lead_shape: tuple[int, ...], pairs: Sequence[tuple[str, str]],
+                   ratios: Sequence[float], n_points: int,
+                   items: Iterable[tuple[tuple[int, ...], str, str, float, dict]]) -> tuple[dict, dict]:
+    """``(data_vars, coords)`` of the loss lines ``items`` = [(lead index, a, b, ratio, {"train", "test"})]:
+    ``line_train_loss`` / ``line_test_loss`` over (lead..., pair, ratio, alpha), pair ``"a->b"``,
+    alpha = k / (n_points - 1); NaN for a line not computed."""
+    if not pairs:
+        return {}, {}
+    shape = tuple(lead_shape) + (len(pairs), len(ratios), n_points)
+    arrs = {k: np.full(shape, np.nan) for k in ("train", "test")}
+    for lead, a, b, ratio, line in items:
+        at = tuple(lead) + (list(pairs).index((a, b)), list(ratios).index(ratio))
+        for k in arrs:
+            arrs[k][at] = line[k]
+    dims = lead_dims + ("pair", "ratio", "alpha")
+    data = {f"line_{k}_loss": (dims, v) for k, v in arrs.items()}
+    return data, {"pair": [f"{a}->{b}" for a, b in pairs], "alpha": list(np.linspace(0.0, 1.0, n_points))}
+
+
+def lines_problem(lines: object, n_points: int | None = None) -> str | None:
+    """What is wrong with a stored record's ``lines`` (partner label -> {"train": [...], "test": [...]})."""
+    if not isinstance(lines, dict):
+        return "'lines' is not an object"
+    for partner, line in lines.items():
+        if not isinstance(line, dict) or set(line) != {"train", "test"}:
+            return f"'lines.{partner}' does not hold 'train' and 'test'"
+        for k, v in line.items():
+            if not (isinstance(v, list) and all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in v)) \
+                    or (n_points is not None and len(v) != n_points):
+                return f"'lines.{partner}.{k}' is not a list of {n_points or 'the'} numbers"
+    return None
+

@@ -30,7 +30,8 @@ def no_figures(monkeypatch):
 
 def _check(ds, variants, entropy=True):
     assert list(ds["method"].values) == variants
-    for v in ("test_mse", "test_loss", "hessian_eig", "dense_hessian_eig", "psp_norm", "sparsity",
+    for v in ("test_mse", "test_loss", "hessian_eig", "dense_hessian_eig", "psp_norm", "sparsity", "line_train_loss",
+              "line_test_loss",
               *(("psp_entropy", "psp_pair_entropy") if entropy else ())):
         if v in ds:
             assert np.isfinite(ds[v].values).all(), v

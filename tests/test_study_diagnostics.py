@@ -74,3 +74,58 @@ def test_sweep_gives_the_diagnostics_of_run(tmp_path, data):
     sweep = read_dataset(run_sweep(_case(tmp_path, data, "s", "relu"), show_progress=False, echo=lambda s: None))
     for v in ("hessian_eig", "dense_hessian_eig", "psp_norm", "psp_entropy", "psp_pair_entropy", "dense_psp_norm"):
         np.testing.assert_allclose(sweep[v].values, run[v].values, rtol=1e-6, err_msg=v)
+
+
+def _line_case(tmp_path, data, name):
+    path = tmp_path / f"{name}.toml"
+    path.write_text(tiny_case(tmp_path / name, data, name=name, diagnostics={"lines": [["magnitude", "gradient"]],
+                                                                              "line_points": 5},
+                              model={"widths": [6, 6]}, prune={"methods": ["magnitude", "gradient"], "ratios": [0.5]},
+                              train={"epochs": 6}, finetune={"epochs": 2}))
+    return load_case(path)
+
+
+def test_loss_lines_between_variants_in_run_and_sweep(tmp_path, data):
+    from sciprune.diagnostics import loss_line
+
+    case = _line_case(tmp_path, data, "l")
+    run = read_dataset(run_case(case, show_progress=False, echo=lambda s: None))
+    loaded = load_task(case, 0.0, 0, device="cpu", dtype=torch.float64)
+    t = loaded.task
+    dense = make_model(case.model, t.in_features, t.out_features, 0, device="cpu", dtype=torch.float64)
+    sciprune.fit(dense, t, train_config(case.train, 0))
+    ends = []
+    for method in ("magnitude", "gradient"):
+        m = copy.deepcopy(dense)
+        sciprune.prune(m, method, 0.5, t, seed=0)
+        sciprune.fit(m, t, train_config(case.finetune, 0))
+        ends.append(m)
+    want = loss_line(*ends, (t.X_train, t.Y_train), n_points=5, test_data=(t.X_test, t.Y_test))
+    at = {"arch": "model", "noise": 0.0, "seed": 0, "pair": "magnitude->gradient", "ratio": 0.5}
+    assert run["line_train_loss"].sel(at).values.tolist() == want["train_loss"].values.tolist()
+    assert run["line_test_loss"].sel(at).values.tolist() == want["test_loss"].values.tolist()
+    assert list(run["alpha"].values) == [0.0, 0.25, 0.5, 0.75, 1.0]
+
+    scase = _line_case(tmp_path, data, "ls")
+    sweep = read_dataset(run_sweep(scase, show_progress=False, echo=lambda s: None))
+    np.testing.assert_allclose(sweep["line_train_loss"].values, run["line_train_loss"].values, rtol=1e-7)
+    # the second network's record gone: recomputed with the first trained again, the first's record kept
+    runs = sorted((tmp_path / "ls" / "sweep" / "runs").glob("*.json"))
+    import json
+
+    recs = {p: json.loads(p.read_text()) for p in runs}
+    second = next(p for p, r in recs.items() if r.get("method") == "gradient")
+    first = next(p for p, r in recs.items() if r.get("method") == "magnitude")
+    kept = first.read_bytes()
+    second.unlink()
+    again = read_dataset(run_sweep(scase, show_progress=False, echo=lambda s: None))
+    assert first.read_bytes() == kept
+    np.testing.assert_allclose(again["line_train_loss"].values, sweep["line_train_loss"].values, rtol=1e-9)
+
+
+def test_a_line_must_join_two_variants_of_the_case(tmp_path, data):
+    from malformed import assert_user_error, invoke
+
+    path = tmp_path / "bad.toml"
+    path.write_text(tiny_case(tmp_path / "out", data, diagnostics={"lines": [["magnitude", "nothing"]]}))
+    assert_user_error(invoke(["run", path, "--quiet"]), "diagnostics.lines", "two different variants")

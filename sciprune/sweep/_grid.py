@@ -77,6 +77,19 @@ def _control_of(p, label: str) -> dict:
     return {"method": of, "options": p.options.get(of, {})} if ref is None else ref.model_dump(mode="json")
 
 
+def _lines_of(case: Case, label: str) -> dict:
+    """What a run's stored loss lines depend on: the variants at the other end of the lines that end at
+    ``label`` (it stores them) and the number of points."""
+    p = case.prune
+    firsts = [a for a, b in case.diagnostics.pairs if b == label]
+    if not firsts:
+        return {}
+    desc = {v[0]: {"method": v[1], "compensate": v[2], "options": p.options.get(v[1], {}),
+                   "procedure": p.procedures[v[0]].model_dump(mode="json") if v[0] in p.procedures else None}
+            for v in p.variants}
+    return {"lines_from": {a: desc[a] for a in firsts}, "line_points": case.diagnostics.line_points}
+
+
 def run_key(settings: str, data_sha256: str) -> str:
     """The key of a run: its settings key and the content hash of its data."""
     return _digest({"settings": settings, "data_sha256": data_sha256})
@@ -107,7 +120,8 @@ def build_grid(case: Case, *, data_sha256: str) -> list[Run]:
                              **({} if p.keep_steps == "last" else {"keep_steps": p.keep_steps}),
                              **({} if label not in p.procedures else
                                 {"procedure": p.procedures[label].model_dump(mode="json"),
-                                 **({"of": _control_of(p, label)} if p.procedures[label].of else {})})},
+                                 **({"of": _control_of(p, label)} if p.procedures[label].of else {})}),
+                             **_lines_of(case, label)},
                             "prune", arch, level, seed, label, method, compensate, ratio)
                 if case.baseline.scratch:
                     for ratio in p.ratios:

@@ -184,11 +184,15 @@ def _sweep(case: Case, case_path: str | None, out: Path, data: Fingerprint, engi
 
     def prune_batch(block: tuple, state, snapshots: dict) -> None:
         todo = [r for r in blocks[block]["prune"] if r.key not in records]
+        # a loss line is stored with the second network of its pair, computed from both: a first network
+        # already stored is trained again (deterministically) in the same job, its record not rewritten
+        firsts = {(a, r.ratio) for r in todo for a, b in case.diagnostics.pairs if b == r.label}
+        extra = [r for r in blocks[block]["prune"] if r.key in records and (r.label, r.ratio) in firsts]
         if todo and block not in submitted:
             submitted.add(block)
             arch, level, seed = block
             engine.submit(Job(prune_job, (case, arch, level, seed, state,
-                                          [(r.label, r.method, r.compensate, r.ratio) for r in todo]),
+                                          [(r.label, r.method, r.compensate, r.ratio) for r in todo + extra]),
                               dict(kw, snapshots=snapshots), todo, f"{arch} noise={level:g} seed={seed} prune x{len(todo)}"))
 
     for arch in case.models:

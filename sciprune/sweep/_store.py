@@ -33,7 +33,8 @@ import torch
 import xarray as xr
 
 from ..outputs import child
-from ..study_records import STAGES, diagnostic_variables, diagnostics_problem, prune_variables, steps_problem
+from ..study_records import (STAGES, diagnostic_variables, diagnostics_problem, line_variables, lines_problem,
+                             prune_variables, steps_problem)
 from ..results import write_bytes_atomic
 from ._grid import Run
 
@@ -85,6 +86,10 @@ def record_problem(rec: object, stem: str, metrics: Sequence[str] | None = None)
             return f"'{name}' is {rec[name]!r}, expected a number"
     if "diagnostics" in rec:
         problem = diagnostics_problem(rec["diagnostics"])
+        if problem:
+            return problem
+    if kind == "prune" and "lines" in rec:
+        problem = lines_problem(rec["lines"])
         if problem:
             return problem
     if kind == "prune" and "steps" in rec:
@@ -214,11 +219,18 @@ class SweepStore:
             dims, lead, labels, ratios, [(ia(r), r.label, r.ratio, records[r.key]) for r in runs if r.kind == "prune"],
             [(ia(r), records[r.key]) for r in dense])
         data.update(diag)
+        pairs, lines = case.diagnostics.pairs, []
+        for r in runs:
+            for a, line in (records[r.key].get("lines") or {}).items() if r.kind == "prune" else ():
+                if (a, r.label) in pairs:
+                    lines.append((ia(r), a, r.label, r.ratio, line))
+        line_data, line_coords = line_variables(dims, lead, pairs, ratios, case.diagnostics.line_points, lines)
+        data.update(line_data)
         data.update({f"dense_{m}": (dims, v) for m, v in d_res.items()})
         data["dense_weights"] = (dims, d_w)
         if case.baseline.scratch:
             data.update({f"scratch_{m}": (dims + ("ratio",), v) for m, v in s_res.items()})
             data["scratch_weights"] = (dims + ("ratio",), s_w)
         coords = {"arch": archs, "noise": levels, "seed": seeds, "method": labels, "ratio": ratios, "stage": list(STAGES),
-                  **step_coords, **diag_coords}
+                  **step_coords, **diag_coords, **line_coords}
         return xr.Dataset(data, coords=coords)

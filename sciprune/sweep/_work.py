@@ -22,6 +22,7 @@ from ..study import (
     rewind_hooks,
     scratch_spec,
     study_diagnostics,
+    study_lines,
     train_config,
     weight_count,
 )
@@ -98,7 +99,10 @@ def prune_job(case: Case, arch: str, level: float, seed: int, state: State,
                                init=lambda: make_model(spec, task.in_features, task.out_features, seed, device=dev,
                                                        dtype=dtype),
                                snapshots={k: {n: v.to(dev) for n, v in st.items()} for k, st in (snapshots or {}).items()})
-    return [dict(o.record(case.prune.keep_steps), diagnostics=study_diagnostics(case, o.model, task, seed))
+    lines = study_lines(case, outcomes, task)  # stored with the second network of each pair
+    return [dict(o.record(case.prune.keep_steps), diagnostics=study_diagnostics(case, o.model, task, seed),
+                 **({"lines": {a: line for (a, b, r), line in lines.items()
+                               if (b, r) == (o.variant.label, o.variant.ratio)}} if case.diagnostics.lines else {}))
             for o in outcomes]
 
 
