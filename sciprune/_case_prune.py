@@ -33,6 +33,20 @@ __all__ = ["ProcedureSpec", "PruneSpec", "DRY_RUN_PROBES"]
 DRY_RUN_PROBES = 64
 
 
+def study_schedule(v) -> dict:
+    """A case file's schedule table, checked (:func:`sciprune.schedules.parse_schedule`) and written back as
+    its dict; ``final`` is refused: a study's cubic schedule ends at each of its ratios."""
+    from .schedules import parse_schedule
+
+    try:
+        sched = parse_schedule(v)
+    except SciPruneError as err:
+        raise ValueError(str(err)) from None
+    if getattr(sched, "final", None) is not None:
+        raise ValueError("schedule final: a study's cubic schedule ends at each ratio; leave final unset")
+    return sched.to_dict()
+
+
 class ProcedureSpec(_Frozen):
     """One ``[prune.procedures.NAME]`` table (:class:`sciprune.engine.Procedure` plus the criterion)."""
 
@@ -56,17 +70,7 @@ class ProcedureSpec(_Frozen):
     @field_validator("schedule", mode="before")
     @classmethod
     def _schedule(cls, v):
-        from .schedules import parse_schedule
-
-        if v is None:
-            return v
-        try:
-            sched = parse_schedule(v)
-        except SciPruneError as err:
-            raise ValueError(str(err)) from None
-        if getattr(sched, "final", None) is not None:
-            raise ValueError("schedule final: a study's cubic schedule ends at each ratio; leave final unset")
-        return sched.to_dict()
+        return None if v is None else study_schedule(v)
 
     def procedure(self):
         """The :class:`sciprune.engine.Procedure` of this table."""
@@ -108,15 +112,7 @@ class PruneSpec(_Frozen):
     @field_validator("schedule", mode="before")
     @classmethod
     def _schedule(cls, v):
-        from .schedules import parse_schedule
-
-        try:
-            sched = parse_schedule(v)
-        except SciPruneError as err:
-            raise ValueError(str(err)) from None
-        if getattr(sched, "final", None) is not None:
-            raise ValueError("schedule final: a study's cubic schedule ends at each ratio; leave final unset")
-        return sched.to_dict()
+        return study_schedule(v)
 
     @field_validator("keep_steps", mode="before")
     @classmethod
