@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import argparse
 import platform
+import statistics
 import time
 
 import torch
 
 import sciprune
 
-__all__ = ["setup", "sync", "timed"]
+__all__ = ["setup", "sync", "timed", "interleaved_ms_per_step", "print_ratio_table"]
 
 
 def sync(device: torch.device) -> None:
@@ -41,3 +42,23 @@ def setup(args: argparse.Namespace) -> tuple[torch.device, torch.dtype]:
     print(f"device: {device} ({name}); torch {torch.__version__}; threads {torch.get_num_threads()}; "
           f"dtype {dtype_name}; sciprune {sciprune.__version__}")
     return device, getattr(torch, dtype_name)
+
+
+def interleaved_ms_per_step(run, variants, repeats: int, steps: int, device: torch.device) -> dict[str, list[float]]:
+    """ms per optimiser step of ``run(name)`` (``steps`` steps) for each of ``variants``, ``repeats`` times,
+    the order rotated by one each repeat so that no variant always runs first."""
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for r in range(repeats):
+        k = r % len(variants)
+        for name in variants[k:] + variants[:k]:
+            times[name].append(timed(lambda: run(name), device) / steps * 1e3)
+    return times
+
+
+def print_ratio_table(times: dict[str, list[float]], base: str, width: int = 12) -> None:
+    """Median, min and max ms/step per variant, and the median of its per-repeat ratios to ``base``."""
+    print(f"{'version':<{width}} {'ms/step':>9} {'min':>8} {'max':>8} {'ratio':>7}")
+    for name, t in times.items():
+        ratio = statistics.median(a / b for a, b in zip(t, times[base]))
+        print(f"{name:<{width}} {statistics.median(t):9.4f} {min(t):8.4f} {max(t):8.4f} {ratio:7.3f}")
+

@@ -23,10 +23,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 
 import torch
-from _common import setup, timed
+from _common import interleaved_ms_per_step, print_ratio_table, setup
 from torch import nn
 
 import sciprune
@@ -67,19 +66,11 @@ def bench_case(title: str, base: nn.Module, X, Y, *, steps: int, repeats: int, e
     achieved = [round(rep.achieved, 4) for rep in cubic.reports]
     if abs(cubic.reports[-1].achieved - 0.9) > 1.0 / cubic.reports[-1].total:
         raise SystemExit(f"cubic/100 ended at sparsity {achieved[-1]}, not 0.9")
-    times = {name: [] for name in VARIANTS}
-    for r in range(repeats):
-        k = r % len(VARIANTS)
-        for name in VARIANTS[k:] + VARIANTS[:k]:
-            times[name].append(timed(lambda: run(name), device) / steps * 1e3)
+    times = interleaved_ms_per_step(run, VARIANTS, repeats, steps, device)
     print(f"\n{title}: batch {X.shape[0]}, {steps} full-batch steps per fit x {repeats} repeats, "
           f"mask update every {every} steps")
     print(f"cubic/100: masks updated after steps {cubic.steps}, sparsity {achieved}")
-    print(f"{'version':<12} {'ms/step':>9} {'min':>8} {'max':>8} {'ratio':>7}")
-    for name in VARIANTS:
-        t = times[name]
-        ratio = statistics.median(a / b for a, b in zip(t, times["no hooks"]))
-        print(f"{name:<12} {statistics.median(t):9.4f} {min(t):8.4f} {max(t):8.4f} {ratio:7.3f}")
+    print_ratio_table(times, "no hooks")
 
 
 def main(argv=None) -> None:

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import argparse
 import copy
-import statistics
 
 import torch
-from _common import setup, timed
+from _common import interleaved_ms_per_step, print_ratio_table, setup
 
 import sciprune
 from sciprune.ensemble import fit_many
@@ -47,17 +46,9 @@ def bench(title: str, bases: list, data, *, steps: int, repeats: int, device) ->
 
     for name in VARIANTS:  # warm-up
         run(name)
-    times = {name: [] for name in VARIANTS}
-    for r in range(repeats):
-        k = r % len(VARIANTS)
-        for name in VARIANTS[k:] + VARIANTS[:k]:
-            times[name].append(timed(lambda: run(name), device) / steps * 1e3)
+    times = interleaved_ms_per_step(run, VARIANTS, repeats, steps, device)
     print(f"\n{title}: {steps} full-batch steps per fit x {repeats} repeats")
-    print(f"{'version':<15} {'ms/step':>9} {'min':>8} {'max':>8} {'ratio':>7}")
-    for name in VARIANTS:
-        t = times[name]
-        ratio = statistics.median(a / b for a, b in zip(t, times["masked"]))
-        print(f"{name:<15} {statistics.median(t):9.4f} {min(t):8.4f} {max(t):8.4f} {ratio:7.3f}")
+    print_ratio_table(times, "masked", width=15)
 
 
 def main(argv=None) -> None:
