@@ -306,8 +306,7 @@ def _control(study: _Study, v: Variant, ref: _Stepper) -> _Stepper:
         reinitialize(model, (seed + REINIT_SEED_OFFSET) % SEED_LIMIT)
     else:
         random_mask(model, masks, seed)
-    s = _Stepper.__new__(_Stepper)
-    s.variant, s.scope, s.planner, s.schedule, s.model, s.targets = v, study.scope, study.planner, OneShot(), model, [v.ratio]
+    s = _Stepper(study.planner, v, OneShot(), study.scope, model)  # one step, already made: its masks
     kept = get_masks(model, names=prunable_names(model))
     pruned, total = sum(int((~m).sum()) for m in kept.values()), sum(m.numel() for m in kept.values())
     s.report = PruneReport(v.procedure.control, v.ratio, study.scope, pruned, total, sparsity(model))
