@@ -21,18 +21,12 @@ from sciprune.sweep import run_sweep
 DIAG = {"hessian_top": 3, "psp": True}
 
 
-@pytest.fixture(autouse=True)
-def no_figures(monkeypatch):
-    import sciprune.pipeline
-
-    monkeypatch.setattr(sciprune.pipeline, "_figures", lambda *args: None)
+pytestmark = pytest.mark.usefixtures("no_figures")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from sciprune.data.diffsorp import generate
-
-    return generate(tmp_path_factory.mktemp("d") / "ds.h5", n_samples=1, nx=24, nt=11, mode="accurate", workers=1)
+def data(tiny_pdebench):
+    return tiny_pdebench
 
 
 def _case(tmp_path, data, name, activation):

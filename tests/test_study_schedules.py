@@ -16,18 +16,12 @@ from sciprune.sweep import run_sweep
 PRUNE = {"methods": ["gradient", "magnitude"], "ratios": [0.5, 0.8]}
 
 
-@pytest.fixture(autouse=True)
-def no_figures(monkeypatch):
-    import sciprune.pipeline
-
-    monkeypatch.setattr(sciprune.pipeline, "_figures", lambda *args: None)
+pytestmark = pytest.mark.usefixtures("no_figures")
 
 
 @pytest.fixture(scope="module")
-def data(tmp_path_factory):
-    from sciprune.data.diffsorp import generate
-
-    return generate(tmp_path_factory.mktemp("d") / "ds.h5", n_samples=1, nx=24, nt=11, mode="accurate", workers=1)
+def data(tiny_pdebench):
+    return tiny_pdebench
 
 
 def _study(tmp_path, data, name, schedule=None, engine=run_case):
