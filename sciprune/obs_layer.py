@@ -16,6 +16,11 @@ Frantar & Alistarh, "Optimal Brain Compression" (NeurIPS 2022), code ``IST-DASLa
    and each row removes as many (its first ones) as it has among them. ``k = floor(ratio * n + 0.5)``
    minus what is pruned already, with ``n`` the weights of the pool (:func:`sciprune.selection.n_to_prune`).
 
+Steps 1-2 do not depend on the ratio: :func:`prepare_obs` makes them once (:class:`LayerOBS`), and
+:meth:`LayerOBS.solve` allocates and replays the rows for each ratio (step 3), so that a study pruning
+one network at several ratios inverts and records once (the criterion ``obs-layer``,
+:mod:`sciprune.criteria.obs_layer`, through :func:`sciprune.plan` / :func:`sciprune.apply_plan`).
+
 OBS chooses and compensates jointly, so it yields masks together with updates of the weights and
 biases (:class:`OBSResult`), applied by :func:`apply_obs`. Elimination-compensation
 (:mod:`sciprune.criteria.ec`) is the special case where only the bias may move (``docs/obs.md``).
@@ -24,6 +29,7 @@ biases (:class:`OBSResult`), applied by :func:`apply_obs`. Elimination-compensat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -31,17 +37,25 @@ from torch import nn
 from .batches import as_batches
 from .chain import Walker
 from .checks import check_choice, check_number, check_positive_int
+from .criteria import Solution
 from .errors import SciPruneError
-from .masks import get_masks, prunable_names, set_masks, sparsity
+from .masks import get_masks, prunable_names
 from .models import device_and_dtype
 from .obs_rows import GreedyTrace, greedy_rows, inverse_hessian
-from .pruning import PruneReport
+from .pruning import PruneReport, _report
 from .selection import SCOPES, check_ratio, n_to_prune
+from .solutions import write_solution
 
-__all__ = ["OBSResult", "obs_layer_plan", "apply_obs", "layer_hessians", "check_damp"]
+__all__ = ["OBSResult", "LayerOBS", "DEFAULT_DAMP", "obs_layer_plan", "prepare_obs", "apply_obs", "layer_hessians",
+           "check_damp"]
 
 #: Rows of one layer processed together: their copies of H^-1 take at most this many float64 entries.
 _CHUNK_ENTRIES = 1 << 24
+#: The default relative dampening. OBC's is 0 (exact), but the hidden features of a smooth network of a
+#: low-dimensional input (every coordinate network here) are nearly dependent, and H is then refused
+#: as singular; 1e-6 keeps every Cholesky pivot above 1e-6 mean(diag H) (never refused below 10^6
+#: inputs) and changes a well-conditioned layer's result by about 1e-6 relative.
+DEFAULT_DAMP = 1e-6
 
 
 @dataclass(frozen=True)
@@ -108,7 +122,7 @@ def _check_names(model: nn.Module, names) -> list[str]:
     return list(dict.fromkeys(names))
 
 
-def obs_layer_plan(model: nn.Module, data, ratio: float, *, scope: str = "global", damp: float = 0.0,
+def obs_layer_plan(model: nn.Module, data, ratio: float, *, scope: str = "global", damp: float = DEFAULT_DAMP,
                    names: list[str] | None = None, batch_size: int | None = None) -> OBSResult:
     """Exact layer-wise OBS of ``model`` on ``data`` to a weight ``ratio`` (see the module docstring).
 
@@ -119,15 +133,87 @@ def obs_layer_plan(model: nn.Module, data, ratio: float, *, scope: str = "global
         ratio: fraction of the weights of ``names`` removed, in [0, 1), already-pruned ones included.
         scope: ``"global"`` (removals allocated across all layers by their loss increases) or
             ``"layer"`` (``ratio`` of each layer).
-        damp: relative dampening of ``H`` (OBC's ``rel_damp``; default 0 as there): needed when ``H``
-            is singular (dependent inputs, fewer samples than inputs).
+        damp: relative dampening of ``H`` (OBC's ``rel_damp``, whose default is 0; here
+            :data:`DEFAULT_DAMP`): 0 is exact but refused when ``H`` is singular (dependent inputs,
+            fewer samples than inputs).
         names: the weights to prune (default: every Linear weight).
         batch_size: rows per forward pass (default: all at once).
+
+    :func:`prepare_obs` then :meth:`LayerOBS.solve`.
     """
-    if not isinstance(model, nn.Module):
-        raise SciPruneError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     ratio = check_ratio(ratio)
     check_choice(scope, SCOPES, "scope")
+    return prepare_obs(model, data, damp=damp, names=names, batch_size=batch_size).solve(ratio, scope)
+
+
+class _Layer(NamedTuple):
+    """One layer's ratio-free OBS state: rows ``W`` (r, m) with the bias as last column when ``bias``,
+    ``P = H^-1``, the candidates, the inputs zero on all the data, and the recorded greedy trace."""
+
+    W: torch.Tensor
+    P: torch.Tensor
+    cand: torch.Tensor
+    zero_in: torch.Tensor
+    bias: bool
+    trace: GreedyTrace
+
+
+class LayerOBS:
+    """Layer-wise OBS of one model made up to the ratio (steps 1-2 of the module docstring): the layers'
+    ``H^-1`` and each row's full greedy removal order with its loss increases (``losses``). Made by
+    :func:`prepare_obs`; :meth:`solve` prunes to any ratio. Holds float64 CPU copies, never the model."""
+
+    def __init__(self, layers: dict[str, _Layer], before: dict[str, torch.Tensor], damp: float) -> None:
+        self._layers, self._before, self.damp = layers, before, damp
+
+    @property
+    def names(self) -> list[str]:
+        """The weights pruned."""
+        return list(self._layers)
+
+    def scores(self) -> dict[str, torch.Tensor]:
+        """``{weight name: (out, in)}``: the loss increase recorded at each weight's removal in its row's
+        greedy order, what the allocation ranks (0 at weights pruned already). Not a ranking by itself:
+        a row removes its removals in order, so a row's later removal may cost less than an earlier one."""
+        out = {}
+        for n, layer in self._layers.items():
+            order, losses = layer.trace.order, layer.trace.losses
+            s = torch.zeros(layer.W.shape, dtype=torch.float64)
+            valid = order >= 0
+            rows = torch.arange(order.shape[0]).unsqueeze(1).expand_as(order)
+            s[rows[valid], order[valid]] = losses[valid]
+            out[n] = s[:, : layer.W.shape[1] - layer.bias]
+        return out
+
+    def solve(self, ratio: float, scope: str = "global") -> OBSResult:
+        """The masks, updates and row losses at ``ratio`` (step 3): allocation, then each row replayed to
+        its count of removals (see :func:`obs_layer_plan`)."""
+        ratio = check_ratio(ratio)
+        check_choice(scope, SCOPES, "scope")
+        before = self._before
+        counts = _allocate({n: layer.trace.losses for n, layer in self._layers.items()}, before, ratio, scope)
+        masks, updates, row_losses = {}, {}, {}
+        for n, (W, P, cand, zero_in, bias, trace) in self._layers.items():
+            c, k = counts[n], before[n].shape[1]
+            new = _greedy(W, P, cand, zero_in, bias, c).weights
+            keep = before[n].clone()
+            for i, ci in enumerate(c.tolist()):
+                keep[i, trace.order[i, :ci]] = False
+            masks[n] = keep
+            updates[n] = new[:, :k] - W[:, :k]
+            if bias:
+                updates[n[: -len("weight")] + "bias"] = new[:, k] - W[:, k]
+            taken = torch.arange(trace.losses.shape[1]).unsqueeze(0) < c.unsqueeze(1)
+            row_losses[n] = torch.where(taken, trace.losses, 0.0).sum(1)
+        return OBSResult(masks, updates, row_losses, ratio, scope, self.damp)
+
+
+def prepare_obs(model: nn.Module, data, *, damp: float = DEFAULT_DAMP, names: list[str] | None = None,
+                batch_size: int | None = None) -> LayerOBS:
+    """Steps 1-2 of layer-wise OBS on ``model`` (unchanged): the inverse Hessians of its layers and each
+    row's greedy trace, for :meth:`LayerOBS.solve` at any ratio. Arguments as in :func:`obs_layer_plan`."""
+    if not isinstance(model, nn.Module):
+        raise SciPruneError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     damp = check_damp(damp)
     batch_size = check_positive_int(batch_size, "batch_size", none_ok=True)
     Walker(model)  # a chain, or a one-line error, before any work
@@ -137,7 +223,7 @@ def obs_layer_plan(model: nn.Module, data, ratio: float, *, scope: str = "global
     params = dict(model.named_parameters())
     before = {n: m.cpu() for n, m in get_masks(model, names=names).items()}
     hessians = layer_hessians(model, data, names, batch_size=batch_size)
-    layers, traces = {}, {}
+    layers = {}
     for n in names:
         bias = params.get(n[: -len("weight")] + "bias")
         P, zero_in = inverse_hessian(hessians.pop(n), damp, f"layer {n!r}")
@@ -147,23 +233,8 @@ def obs_layer_plan(model: nn.Module, data, ratio: float, *, scope: str = "global
             cand = torch.cat([before[n], torch.zeros(W.shape[0], 1, dtype=torch.bool)], 1)
         else:
             cand = before[n]
-        layers[n] = (W, P, cand, zero_in, bias is not None)
-        traces[n] = _greedy(*layers[n], None)
-    counts = _allocate({n: t.losses for n, t in traces.items()}, before, ratio, scope)
-    masks, updates, row_losses = {}, {}, {}
-    for n, (W, P, cand, zero_in, bias) in layers.items():
-        c, k = counts[n], params[n].shape[1]
-        new = _greedy(W, P, cand, zero_in, bias, c).weights
-        keep = before[n].clone()
-        for i, ci in enumerate(c.tolist()):
-            keep[i, traces[n].order[i, :ci]] = False
-        masks[n] = keep
-        updates[n] = new[:, :k] - W[:, :k]
-        if bias:
-            updates[n[: -len("weight")] + "bias"] = new[:, k] - W[:, k]
-        taken = torch.arange(traces[n].losses.shape[1]).unsqueeze(0) < c.unsqueeze(1)
-        row_losses[n] = torch.where(taken, traces[n].losses, 0.0).sum(1)
-    return OBSResult(masks, updates, row_losses, ratio, scope, damp)
+        layers[n] = _Layer(W, P, cand, zero_in, bias is not None, _greedy(W, P, cand, zero_in, bias is not None, None))
+    return LayerOBS(layers, before, damp)
 
 
 def _greedy(W, P, cand, zero_in, bias: bool, counts) -> GreedyTrace:
@@ -208,8 +279,9 @@ def apply_obs(model: nn.Module, result: OBSResult) -> PruneReport:
     """Write the updates of ``result`` into ``model`` and set its masks (:func:`sciprune.set_masks`).
 
     ``model`` is the network the result was made on or a copy of it (parameters matched by name). Each
-    update is added in float64 and rounded once to the parameter's dtype; the masks then zero the
-    removed weights and only shrink what is set already. Everything is checked before anything changes.
+    update (float64) is rounded once to the parameter's dtype and added, then the masks zero the removed
+    weights and only shrink what is set already: the one apply step of :func:`sciprune.apply_plan`
+    (:func:`sciprune.solutions.write_solution`). Everything is checked before anything changes.
     """
     if not isinstance(model, nn.Module):
         raise SciPruneError(f"model must be a torch.nn.Module, got {type(model).__name__}")
@@ -220,13 +292,6 @@ def apply_obs(model: nn.Module, result: OBSResult) -> PruneReport:
     bad = [n for n, d in {**result.updates, **result.masks}.items() if n not in params or params[n].shape != d.shape]
     if bad:
         raise SciPruneError(f"the OBS result does not fit this model: no parameter of the planned shape for {bad}")
-    for n, delta in result.updates.items():
-        p = params[n]
-        p.copy_((p.to(torch.float64) + delta.to(p.device)).to(p.dtype))
-    set_masks(model, result.masks)
-    names = list(result.masks)
-    keep = get_masks(model, names=names)
-    pruned, total = sum(int((~m).sum()) for m in keep.values()), sum(m.numel() for m in keep.values())
-    every = get_masks(model).values()
-    return PruneReport(result.method, result.ratio, result.scope, pruned, total, sparsity(model), compensated=True,
-                       weights_pruned=sum(int((~m).sum()) for m in every), weights_total=sum(m.numel() for m in every))
+    write_solution(model, Solution(result.masks, result.updates))
+    return _report(model, result.method, result.ratio, result.scope, get_masks(model, names=list(result.masks)),
+                   compensated=True)

@@ -2,8 +2,10 @@
 
 A study prunes one dense network with several methods, each with and without elimination-compensation
 shifts, at several ratios. :class:`Planner` scores it once per method (:func:`sciprune.plan`) and
-derives the variants from those scores; the study procedure (:mod:`sciprune.engine`), behind both
-``sciprune run`` and ``sciprune sweep``, uses it for the first step of every schedule. It is study orchestration, not a library entry point, hence its own module.
+derives the variants from those scores (a joint criterion's plan, e.g. ``obs-layer``'s, holds its
+costly part, the layer Hessians and their inverses, and solves each ratio from it); the study procedure
+(:mod:`sciprune.engine`), behind both ``sciprune run`` and ``sciprune sweep``, uses it for the first step
+of every schedule. It is study orchestration, not a library entry point, hence its own module.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from torch import nn
 from .checks import check_seed
 from .errors import SciPruneError
 from .pruning import PrunePlan, _check_model, ec_shifts, plan
+from .solutions import masks_only
 
 __all__ = ["Planner"]
 
@@ -24,7 +27,8 @@ class Planner:
     """Plans for one model, each method scored once: ``planner(method, compensate)`` -> :class:`PrunePlan`.
 
     The variants of a method share its scores: ``compensate=False`` drops its shifts, ``True`` adds the
-    elimination-compensation shifts of the model (computed once, for all methods) when it has none.
+    elimination-compensation shifts of the model (computed once, for all methods) when it has none. A
+    joint criterion compensates by its own updates: ``False`` keeps its masks only, ``True`` is its own.
     ``options`` maps a method to its criterion options. Used by ``sciprune run`` and ``sciprune sweep``.
     """
 
@@ -41,8 +45,8 @@ class Planner:
             self._plans[method] = plan(self.model, method, self.data, seed=self.seed, **self.options.get(method, {}))
         base = self._plans[method]
         if compensate is False:
-            return replace(base, shifts=None)
-        if compensate is True and not base.shifts:
+            return replace(base, shifts=None, solve=masks_only(base.solve))
+        if compensate is True and not base.shifts and base.solve is None:
             if self._ec_shifts is None:
                 self._ec_shifts = ec_shifts(self.model, self.data, seed=self.seed)
             return replace(base, shifts=self._ec_shifts)

@@ -5,6 +5,12 @@ turns scores into keep-masks for a ratio and scope (``sciprune.selection``), and
 mechanism applies them (``sciprune.masks``), plus bias shifts where the criterion compensates
 or ``prune(..., compensate=True)`` asks for elimination-compensation shifts.
 
+A *joint* criterion (Optimal Brain Surgeon, ``obs-layer``) chooses and compensates together: its solver
+gives the keep-masks and the updates of any parameters at a ratio. Every plan is applied by one step,
+:func:`apply_plan`: it resolves the plan into a :class:`~sciprune.criteria.Solution` (keep-masks and
+float64 parameter updates; for a scoring criterion the selected masks and, when it compensates, each
+bias's summed shifts of the weights removed from its row), adds the updates, then sets the masks.
+
 A criterion of granularity ``"neuron"`` (``sciprune.criteria.Criterion.granularity``) scores hidden
 neurons instead; every entry point here then takes a *neuron* ratio and removes whole neurons (their
 rows, bias entries and next-layer columns; :mod:`sciprune.neurons`), unchanged for callers.
@@ -21,13 +27,15 @@ from . import criteria as _criteria
 from .batches import as_batches
 from .checks import check_choice, check_positive_int, check_seed
 from .errors import SciPruneError
-from .masks import get_masks, prunable_names, set_masks, sparsity
+from .masks import get_masks, prunable_names, sparsity
 from .models import device_and_dtype
 from .neurons import (alive_neurons, check_hidden_names, check_neuron_target, hidden_layers, neuron_param_masks,
                       select_neurons)
 from .selection import SCOPES, check_ratio, select
+from .solutions import bias_updates, check_planned_on, masks_only, model_state, write_solution
 
-__all__ = ["scores", "score_result", "prune", "PruneReport", "PrunePlan", "plan", "apply_plan", "ec_shifts"]
+__all__ = ["scores", "score_result", "prune", "PruneReport", "PrunePlan", "plan", "apply_plan", "ec_shifts",
+           "masks_only"]
 
 
 def score_result(
@@ -43,7 +51,8 @@ def score_result(
     """Run criterion ``method`` and return its full :class:`ScoreResult` (scores and bias shifts).
 
     For a neuron criterion ``names`` are hidden layers' weights (default: all of them) and each score
-    is ``(out_features,)``; a model that is not a plain Linear/activation chain is refused.
+    is ``(out_features,)``; a model that is not a plain Linear/activation chain is refused. A joint
+    criterion's result also holds its solver (``solve``), which :func:`plan` keeps.
     """
     _check_model(model)
     crit = _criteria.get(method)
@@ -73,6 +82,9 @@ def score_result(
     missing = set(names) - set(result.scores)
     if missing:
         raise RuntimeError(f"criterion {method!r} returned no scores for {sorted(missing)}")
+    if crit.joint != callable(result.solve) or (crit.joint and result.bias_shifts):
+        raise RuntimeError(f"criterion {method!r}: a joint criterion returns a solver and no bias shifts, "
+                           "any other no solver")
     if neuron:
         params = dict(model.named_parameters())
         bad = [n for n in names if tuple(result.scores[n].shape) != (params[n].shape[0],)]
@@ -156,26 +168,6 @@ class PruneReport:
         return self.weights_pruned / self.weights_total if self.weights_total else 0.0
 
 
-@torch.no_grad()
-def _apply_bias_shifts(model: nn.Module, shifts: dict[str, torch.Tensor], removed: dict[str, torch.Tensor]) -> None:
-    params = dict(model.named_parameters())
-    todo = []
-    for name, shift in shifts.items():  # check every layer first, so that an error changes nothing
-        if name not in removed:
-            continue
-        bias_name = name.rsplit(".", 1)[0] + ".bias" if "." in name else "bias"
-        bias = params.get(bias_name)
-        if bias is None:
-            raise SciPruneError(
-                f"compensation needs a bias for {name!r}, but the layer has none; use compensate=False "
-                "or give the layer a bias"
-            )
-        todo.append((bias, shift, removed[name]))
-    for bias, shift, gone in todo:
-        # summed in float64, rounded once to the bias dtype
-        bias.add_((shift.to(torch.float64) * gone.to(torch.float64)).sum(dim=1).to(bias.dtype))
-
-
 @dataclass(frozen=True)
 class PrunePlan:
     """Scores and bias shifts of one criterion on one (dense) model, ready to prune at any ratio.
@@ -183,12 +175,20 @@ class PrunePlan:
     Made once by :func:`plan` and applied by :func:`apply_plan` to the model or to copies of it, so a
     study that prunes one trained network at many ratios scores it once (``ec-exact`` costs one
     forward pass per weight). ``shifts`` is None when no compensation is applied.
+
+    ``solve``: a joint criterion's solver (:class:`~sciprune.criteria.ScoreResult`), which chooses the
+    masks and the parameter updates at each ratio instead of selecting by ``scores`` (then informative);
+    its costly part (``obs-layer``: the layer Hessians, their inverses and the greedy removal orders) was
+    done once when the plan was made. ``planned_on``: the parameters and masks it was made on; a joint
+    plan applies only to a model (or copy) that still has them.
     """
 
     method: str
     scores: dict[str, torch.Tensor] = field(repr=False)
     shifts: dict[str, torch.Tensor] | None = field(default=None, repr=False)
     granularity: str | None = None
+    solve: _criteria.Solver | None = field(default=None, repr=False)
+    planned_on: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         # None: the registered criterion's granularity ("weight" for a name not registered)
@@ -197,10 +197,14 @@ class PrunePlan:
             g = _criteria.granularity_of(self.method)
             object.__setattr__(self, "granularity", g)
         check_choice(g, _criteria.GRANULARITIES, "granularity")
+        if self.solve is not None and (g != "weight" or self.shifts):
+            raise SciPruneError(f"a joint plan ({self.method!r}) chooses weights and compensates by its own updates: "
+                                "it takes granularity 'weight' and no bias shifts")
 
 
 def plan(model: nn.Module, method: str, data=None, *, compensate: bool | None = None, **options) -> PrunePlan:
-    """Score ``model`` with ``method`` and resolve its bias shifts for ``compensate`` (see :func:`prune`)."""
+    """Score ``model`` with ``method`` and resolve its bias shifts for ``compensate`` (see :func:`prune`);
+    for a joint criterion, its solver (with its updates, or without them for ``compensate=False``)."""
     if compensate is not None and not isinstance(compensate, bool):
         raise SciPruneError(f"compensate must be None (the criterion's own), True or False, got {compensate!r}")
     if compensate is True and _criteria.granularity_of(method) == "neuron":
@@ -212,6 +216,9 @@ def plan(model: nn.Module, method: str, data=None, *, compensate: bool | None = 
             "(the training set) or use compensate=None"
         )
     result = score_result(model, method, data, **options)
+    if result.solve is not None:  # a joint criterion: its own updates (None, True) or its masks only (False)
+        solve = masks_only(result.solve) if compensate is False else result.solve
+        return PrunePlan(method, result.scores, None, "weight", solve=solve, planned_on=model_state(model))
     shifts = None if compensate is False else result.bias_shifts
     if compensate is True and not shifts:
         shifts = ec_shifts(model, data, names=list(result.scores), seed=options.get("seed", 0),
@@ -237,11 +244,13 @@ def ec_shifts(model: nn.Module, data, *, names: list[str] | None = None, seed: i
 
 
 def apply_plan(model: nn.Module, prune_plan: PrunePlan, ratio: float, *, scope: str = "global") -> PruneReport:
-    """Prune ``ratio`` of the weights of ``model`` in place by the scores of ``prune_plan``.
+    """Prune ``ratio`` of the weights of ``model`` in place as ``prune_plan`` says (its scores, or its solver).
 
     ``model`` is the network the plan was made on or a copy of it (parameters are matched by
     name). Each bias gets the summed shifts of the weights removed from its row. A neuron plan
     (``prune_plan.granularity == "neuron"``) removes ``ratio`` of the scored hidden neurons instead.
+    A joint plan's solver gives the masks and the parameter updates; it applies only to the network as
+    it was planned (same parameters and masks), or a copy of it.
     """
     _check_model(model)
     if not isinstance(prune_plan, PrunePlan):
@@ -255,16 +264,38 @@ def apply_plan(model: nn.Module, prune_plan: PrunePlan, ratio: float, *, scope: 
     missing = [n for n in names if n not in params or params[n].shape != prune_plan.scores[n].shape]
     if missing:
         raise SciPruneError(f"the plan does not fit this model: no parameter of the scored shape for {missing}")
-    before = get_masks(model, names=names)
-    keep = select(prune_plan.scores, ratio, scope=scope, masks=before)
-    if prune_plan.shifts:
-        removed = {n: before[n] & ~keep[n] for n in keep}
-        _apply_bias_shifts(model, prune_plan.shifts, removed)
-    set_masks(model, keep)
+    check_planned_on(model, prune_plan)
+    solution = _solution(model, prune_plan, ratio, scope, get_masks(model, names=names))
+    write_solution(model, solution)
+    compensated = bool(prune_plan.shifts) if prune_plan.solve is None else bool(solution.updates)
+    return _report(model, prune_plan.method, ratio, scope, solution.keep, compensated=compensated)
+
+
+def _report(model: nn.Module, method: str, ratio: float, scope: str, keep: dict[str, torch.Tensor], *,
+            compensated: bool) -> PruneReport:
+    """The report of a weight pruning: ``keep`` counts the pool, the model's masks every Linear weight."""
     total = sum(m.numel() for m in keep.values())
     pruned = sum(int((~m).sum()) for m in keep.values())
-    return PruneReport(prune_plan.method, ratio, scope, pruned, total, sparsity(model),
-                       compensated=bool(prune_plan.shifts), **_weight_counts(model))
+    return PruneReport(method, ratio, scope, pruned, total, sparsity(model), compensated=compensated,
+                       **_weight_counts(model))
+
+
+def _solution(model: nn.Module, prune_plan: PrunePlan, ratio: float, scope: str,
+              before: dict[str, torch.Tensor]) -> _criteria.Solution:
+    """The plan at ``ratio``: the solver's masks and updates, or the masks selected by the scores with
+    the bias updates of the shifts (when the plan has them) of the weights they remove."""
+    if prune_plan.solve is None:
+        keep = select(prune_plan.scores, ratio, scope=scope, masks=before)
+        updates = bias_updates(model, prune_plan.shifts, {n: before[n] & ~keep[n] for n in keep}) \
+            if prune_plan.shifts else {}
+        return _criteria.Solution(keep, updates)
+    keep, updates = prune_plan.solve(ratio, scope)
+    params = dict(model.named_parameters())
+    bad = [n for n, t in {**keep, **updates}.items() if n not in params or tuple(t.shape) != tuple(params[n].shape)]
+    if bad or keep.keys() != before.keys():
+        raise RuntimeError(f"the solver of {prune_plan.method!r} returned masks or updates that do not fit the model "
+                           f"({bad or sorted(set(keep) ^ set(before))})")
+    return _criteria.Solution(keep, updates)
 
 
 def _weight_counts(model: nn.Module) -> dict[str, int]:
@@ -284,7 +315,7 @@ def _apply_neuron_plan(model: nn.Module, prune_plan: PrunePlan, ratio: float, sc
     if bad:
         raise SciPruneError(f"the neuron plan does not fit this model: no hidden layer with that many neurons for {bad}")
     keep = select_neurons(prune_plan.scores, ratio, scope=scope, alive=alive_neurons(model, list(prune_plan.scores)))
-    set_masks(model, neuron_param_masks(layers, keep, params))
+    write_solution(model, _criteria.Solution(neuron_param_masks(layers, keep, params), {}))
     pruned = sum(int((~k).sum()) for k in keep.values())
     total = sum(k.numel() for k in keep.values())
     return PruneReport(prune_plan.method, ratio, scope, pruned, total, sparsity(model), granularity="neuron",
@@ -314,6 +345,8 @@ def prune(
     :func:`sciprune.criteria.ec.compensation_shifts` of the dense model, which needs ``data``);
     ``False`` applies none, even for ``ec``, which separates a ranking from its compensation. Each
     bias gets the summed shifts of the weights removed from its row, computed before the removal.
+    A joint criterion (``obs-layer``) compensates by its own updates of the remaining weights and
+    biases: ``None`` and ``True`` apply them, ``False`` keeps its choice of weights without them.
     ``prune`` is :func:`plan` followed by :func:`apply_plan`; call those two to prune one model at
     many ratios with one scoring.
     """

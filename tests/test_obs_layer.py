@@ -138,7 +138,7 @@ def test_exact_counts_nested_masks_and_predicted_loss(scope):
     n_all = sum(model.get_parameter(n).numel() for n in NAMES)
     previous = None
     for ratio in (0.0, 0.2, 0.5, 0.77, 0.95):
-        res = obs_layer_plan(model, (X, Y), ratio, scope=scope)
+        res = obs_layer_plan(model, (X, Y), ratio, scope=scope, damp=0.0)
         removed = {n: int((~res.masks[n]).sum()) for n in NAMES}
         if scope == "global":
             assert sum(removed.values()) == n_to_prune(ratio, n_all)
@@ -166,7 +166,7 @@ def test_global_allocation_takes_the_smallest_recorded_increases():
         cand = torch.ones_like(W, dtype=torch.bool)
         cand[:, -1] = False
         traces[n] = greedy_rows(W, P, cand, z, bias=True).losses
-    res = obs_layer_plan(model, (X, Y), 0.6)
+    res = obs_layer_plan(model, (X, Y), 0.6, damp=0.0)
     chosen, rest = [], []
     for n in NAMES:
         counts = (~res.masks[n]).sum(1)
@@ -217,7 +217,7 @@ def test_bias_only_obs_is_elimination_compensation():
 def test_obs_reconstruction_never_worse_than_ec_at_the_same_mask(ratio):
     model, X, Y = _net(seed=7)
     inputs = _layer_inputs(model, X)
-    res = obs_layer_plan(model, (X, Y), ratio)
+    res = obs_layer_plan(model, (X, Y), ratio, damp=0.0)
     shifts = ec_shifts(model, (X, Y), names=NAMES)
     obs_model = copy.deepcopy(model)
     apply_obs(obs_model, res)
@@ -237,13 +237,13 @@ def test_dampening_handles_duplicate_inputs_and_zero_inputs_cost_nothing():
     model, X, Y = _net(seed=8)
     Xdup = torch.cat([X[:, :2], X[:, :1]], 1)  # input 2 duplicates input 0: H of linear0 is singular
     with pytest.raises(SciPruneError, match="singular.*damp"):
-        obs_layer_plan(model, (Xdup, Y), 0.5)
+        obs_layer_plan(model, (Xdup, Y), 0.5, damp=0.0)
     res = obs_layer_plan(model, (Xdup, Y), 0.5, damp=1e-3)
     assert sum(int((~m).sum()) for m in res.masks.values()) == n_to_prune(0.5, 6 * 3 + 5 * 6 + 2 * 5)
     assert all(bool(torch.isfinite(u).all()) for u in res.updates.values())
     Xzero = X.clone()
     Xzero[:, 1] = 0.0  # an input that is zero on all the data: its weights go first, at no cost
-    res = obs_layer_plan(model, (Xzero, Y), 0.34, scope="layer", names=["linear0.weight"])
+    res = obs_layer_plan(model, (Xzero, Y), 0.34, scope="layer", names=["linear0.weight"], damp=0.0)
     assert (~res.masks["linear0.weight"]).sum() == n_to_prune(0.34, 18) == 6
     assert bool((~res.masks["linear0.weight"][:, 1]).all())
     assert_close(res.losses["linear0.weight"], torch.zeros(6, dtype=F64), rtol=1e-12)
@@ -274,7 +274,7 @@ def test_bad_input_is_one_line_error(kwargs, match):
 
 def test_apply_refuses_a_result_of_another_model():
     model, X, Y = _net()
-    res = obs_layer_plan(model, (X, Y), 0.5)
+    res = obs_layer_plan(model, (X, Y), 0.5, damp=0.0)
     other = MLP(3, [7, 5], 2, seed=0).to(F64)
     with pytest.raises(SciPruneError, match="does not fit"):
         apply_obs(other, res)

@@ -1,5 +1,10 @@
 """The registry of pruning criteria: one module per method registers one :class:`Criterion`.
 
+Most criteria score, and selection chooses by the scores. A *joint* criterion (``register(...,
+joint=True)``; Optimal Brain Surgeon) chooses and compensates together: its result also holds a
+solver, ``solve(ratio, scope) -> Solution`` (keep-masks and parameter updates at a ratio), which
+:func:`sciprune.apply_plan` applies by the same one step as the masks and bias shifts of the others.
+
 A criterion may also register a batched implementation (:func:`register_batched`): the scores of M
 same-shaped members at once, used by :func:`sciprune.ensemble.score_ensemble`; without one (or when
 it declines) the members are scored one by one with ``compute``.
@@ -17,11 +22,24 @@ from torch import nn
 
 from ..errors import SciPruneError
 
-__all__ = ["Criterion", "ScoreResult", "GRANULARITIES", "Resident", "Stacked", "register", "register_batched",
-           "get", "available", "granularity_of", "restoring_registry"]
+__all__ = ["Criterion", "ScoreResult", "Solution", "Solver", "GRANULARITIES", "Resident", "Stacked", "register",
+           "register_batched", "get", "available", "granularity_of", "is_joint", "restoring_registry"]
 
 #: What one score rates: one weight entry, or one hidden neuron (see :mod:`sciprune.neurons`).
 GRANULARITIES = ("weight", "neuron")
+
+
+class Solution(NamedTuple):
+    """What pruning at one ratio does to a model: ``keep`` (weight name -> keep-mask, True = kept, for
+    every scored weight) and ``updates`` (parameter name -> delta shaped like it, float64), added to the
+    parameters before the masks are set (:func:`sciprune.apply_plan`)."""
+
+    keep: dict[str, torch.Tensor]
+    updates: dict[str, torch.Tensor]
+
+
+#: A joint criterion's solver: ``solve(ratio, scope) -> Solution`` for the model it was computed on.
+Solver = Callable[[float, str], Solution]
 
 
 @dataclass(frozen=True)
@@ -34,10 +52,17 @@ class ScoreResult:
     ``bias_shifts``: for compensating criteria, name of a weight -> tensor shaped like it holding
     the shift its removal asks of its row's bias (the bias of the same Linear layer); the pruner
     adds, for each bias entry, the shifts of the weights removed from its row.
+    ``solve``: for a joint criterion (and only there), its :data:`Solver`: the keep-masks of the scored
+    weights at ``ratio`` and ``scope`` (the rounding rule and masks-only-shrink rule of
+    :mod:`sciprune.selection`: exactly ``floor(ratio * n + 0.5)`` of the pool pruned, already-pruned
+    ones included and kept pruned) with the updates of any parameters that go with them. It is made
+    once (holding whatever is costly) and called for every ratio; it must not change the model. A joint
+    criterion's ``scores`` are informative (they are not what chooses) and it has no ``bias_shifts``.
     """
 
     scores: dict[str, torch.Tensor]
     bias_shifts: dict[str, torch.Tensor] | None = None
+    solve: Solver | None = None
 
 
 @dataclass(frozen=True)
@@ -48,7 +73,9 @@ class Criterion:
     :class:`~sciprune.batches.Batches` or None when ``needs_data`` is False. It must not change the
     model, its training mode, or any ``.grad``. ``granularity``: ``"weight"`` (one score per weight
     entry, the default) or ``"neuron"`` (one per hidden neuron; ``names`` are then the hidden layers'
-    weights and selection removes whole neurons, :mod:`sciprune.neurons`).
+    weights and selection removes whole neurons, :mod:`sciprune.neurons`). ``joint``: ``compute``
+    returns a :class:`ScoreResult` with a solver (``solve``) that chooses the masks and the parameter
+    updates together (weight granularity only).
     """
 
     name: str
@@ -58,6 +85,7 @@ class Criterion:
     options: dict[str, str] = field(default_factory=dict)
     granularity: str = "weight"
     batched: Callable[..., ScoreResult | None] | None = None
+    joint: bool = False
 
 
 class Resident(NamedTuple):
@@ -104,15 +132,18 @@ _REGISTRY: dict[str, Criterion] = {}
 
 
 def register(name: str, *, summary: str, needs_data: bool, options: dict[str, str] | None = None,
-             granularity: str = "weight"):
-    """Decorator registering ``compute`` under ``name``; ``granularity`` is ``"weight"`` or ``"neuron"``."""
+             granularity: str = "weight", joint: bool = False):
+    """Decorator registering ``compute`` under ``name``; ``granularity`` is ``"weight"`` or ``"neuron"``;
+    ``joint=True``: ``compute`` returns a solver with its scores (:class:`ScoreResult` ``solve``)."""
     if not isinstance(granularity, str) or granularity not in GRANULARITIES:
         raise SciPruneError(f"criterion {name!r}: granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    if joint and granularity != "weight":
+        raise SciPruneError(f"criterion {name!r}: a joint criterion chooses weights; granularity must be 'weight'")
 
     def deco(fn: Callable[..., ScoreResult]) -> Callable[..., ScoreResult]:
         if name in _REGISTRY:
             raise RuntimeError(f"criterion {name!r} registered twice")
-        _REGISTRY[name] = Criterion(name, summary, fn, needs_data, dict(options or {}), granularity)
+        _REGISTRY[name] = Criterion(name, summary, fn, needs_data, dict(options or {}), granularity, joint=bool(joint))
         return fn
 
     return deco
@@ -139,6 +170,8 @@ def register_batched(name: str):
             raise RuntimeError(f"criterion {name!r}: register it before its batched implementation")
         if crit.batched is not None:
             raise RuntimeError(f"criterion {name!r}: batched implementation registered twice")
+        if crit.joint:
+            raise RuntimeError(f"criterion {name!r}: a joint criterion is solved member by member, not batched")
         _REGISTRY[name] = dataclasses.replace(crit, batched=fn)
         return fn
 
@@ -166,6 +199,14 @@ def get(name: str) -> Criterion:
         return _REGISTRY[name]
     except KeyError:
         raise SciPruneError(f"unknown method {name!r}; available: {', '.join(available())}") from None
+
+
+def is_joint(name) -> bool:
+    """Whether registered criterion ``name`` chooses and compensates jointly (False for anything not
+    registered)."""
+    _load_all()
+    crit = _REGISTRY.get(name) if isinstance(name, str) else None
+    return crit is not None and crit.joint
 
 
 def granularity_of(name) -> str:

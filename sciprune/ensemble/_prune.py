@@ -19,6 +19,10 @@ in one pass over the rows; the built-in ones (:data:`BATCHED_METHODS`, each in i
 * ``compensate=True`` for a criterion without shifts: the EC shifts from the same batched pass
   (:func:`sciprune.criteria.ec.batched_compensation_shifts`).
 
+A joint criterion (``obs-layer``: it chooses and compensates together, :mod:`sciprune.criteria`) is
+planned and solved member by member: ``prune_ensemble`` runs :func:`sciprune.plan` and
+:func:`sciprune.apply_plan` on each member, exactly as :func:`sciprune.prune` would.
+
 Everything else runs as a loop of :func:`sciprune.pruning.score_result` over the members: a criterion
 without a batched implementation or whose implementation declines (``ec``/``taylor-output`` with random
 probes), models that are not a plain Linear/activation ``nn.Sequential``, data given as an iterable of
@@ -42,7 +46,7 @@ from ..criteria.ec import batched_compensation_shifts
 from ..errors import SciPruneError
 from ..masks import prunable_names
 from ..neurons import check_hidden_names
-from ..pruning import PrunePlan, PruneReport, apply_plan, ec_shifts, score_result
+from ..pruning import PrunePlan, PruneReport, apply_plan, ec_shifts, plan, score_result
 from ..selection import SCOPES, check_ratio
 from ._stack import check_same_architecture, is_plain_chain, stack_models
 
@@ -230,6 +234,7 @@ def prune_ensemble(models: Sequence[nn.Module], method: str, ratios, data=None, 
     compensate=compensate, seed=seeds[m], **options)`` would leave it (same masks, biases within
     float rounding). Scoring is batched (:func:`score_ensemble`); the EC shifts of ``compensate=True``
     too; selection and the application of masks and shifts run per member (:func:`sciprune.apply_plan`).
+    A joint criterion runs :func:`sciprune.plan` and :func:`sciprune.apply_plan` member by member.
 
     Args:
         ratios: one ratio in [0, 1) for all members or M ratios (a list, tuple or array).
@@ -250,6 +255,9 @@ def prune_ensemble(models: Sequence[nn.Module], method: str, ratios, data=None, 
     if compensate is True and any(d is None for d in datas):
         raise SciPruneError("compensate=True computes elimination-compensation bias shifts from data; pass "
                             "data=(X, Y) or a list of M (X, Y) (the training sets), or use compensate=None")
+    if crit.joint:  # chooses and compensates together: each member planned and solved on its own
+        return [apply_plan(model, plan(model, method, d, compensate=compensate, seed=s, **options), r, scope=scope)
+                for model, d, s, r in zip(models, datas, seeds, rs)]
     results, extra = _score(models, method, datas, seeds, options, M, crit, want_ec_shifts=compensate is True)
     reports = []
     for m, (model, r) in enumerate(zip(models, results)):
