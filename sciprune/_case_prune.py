@@ -14,13 +14,16 @@ Each table becomes one more value of the results' ``method`` coordinate, run at 
     [prune.procedures.gmp]              # gradual magnitude pruning during the training from scratch
     schedule = { kind = "cubic", n_updates = 20, every = 50 }
     start = "init"
+    [prune.procedures.lobster]          # LOBSTER from scratch, thresholded on the validation split and
+    lobster = { lam = 1e-4, twt = 0.05, pwe = 20 }      # capped at each ratio (sciprune.study_lobster)
+    start = "init"
 """
 
 from __future__ import annotations
 
 from typing import Literal, Optional, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from ._case_sections import _Bad, _Frozen, _short
 from .errors import SciPruneError
@@ -57,6 +60,32 @@ class ProcedureSpec(_Frozen):
     rewind: Optional[int] = Field(None, ge=0)
     control: Optional[Literal["reinit", "random-mask"]] = None
     of: Optional[str] = None
+    lobster: Optional[dict] = None
+
+    @field_validator("lobster")
+    @classmethod
+    def _lobster(cls, v):
+        from .study_lobster import lobster_problem
+
+        problem = None if v is None else lobster_problem(v)
+        if problem is not None:
+            raise _Bad(problem[0], problem[1]) if problem[0] else ValueError(problem[1])
+        return v
+
+    @model_validator(mode="after")
+    def _lobster_alone(self):
+        given = sorted({"method", "compensate"} & self.model_fields_set)
+        if self.lobster is not None and given:
+            raise _Bad(given[0], f"{given[0]}: lobster prunes by its own thresholding, not by a criterion; remove it")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """Without ``lobster`` when unset, so that the other procedures' results keys stay what they were."""
+        out = handler(self)
+        if self.lobster is None:
+            out.pop("lobster", None)
+        return out
 
     @field_validator("method")
     @classmethod
@@ -77,7 +106,7 @@ class ProcedureSpec(_Frozen):
         from .engine import Procedure
 
         return Procedure(schedule=self.schedule, start=self.start, rewind=self.rewind, control=self.control,
-                         of=self.of)
+                         of=self.of, lobster=None if self.lobster is None else dict(self.lobster))
 
 
 class PruneSpec(_Frozen):
@@ -164,6 +193,13 @@ class PruneSpec(_Frozen):
         twice = sorted({m for m in v if v.count(m) > 1})
         if twice:
             raise ValueError(f"method(s) {twice} listed more than once; each would be run and written twice")
+        if info.field_name == "compensate":
+            from .criteria import is_joint
+
+            joint = [m for m in v if is_joint(m)]
+            if joint:
+                raise ValueError(f"method(s) {joint} choose and compensate jointly (their own parameter updates); "
+                                 "a '+shift' variant would equal the method itself: remove them from compensate")
         return v
 
     @model_validator(mode="after")
@@ -201,9 +237,12 @@ class PruneSpec(_Frozen):
                 raise _Bad(where, str(err)) from None
             if spec.of is not None:
                 ref = self.procedures.get(spec.of)
-                if spec.of not in {label for label, _, _ in self.variants} or (ref is not None and ref.control):
-                    raise _Bad(f"{where}.of", f"of = {spec.of!r} must name a pruned variant of this case (a method or "
-                                              "a procedure that is not a control)")
+                ref_schedule = ref.schedule if ref is not None and ref.schedule is not None else self.schedule
+                if spec.of not in {label for label, _, _ in self.variants} or ref_schedule.get("kind") == "cubic" or (
+                        ref is not None and (ref.control or ref.lobster is not None)):
+                    raise _Bad(f"{where}.of", f"of = {spec.of!r} must name a variant of this case whose masks are made "
+                                              "before its final training (a method or a procedure that is not a "
+                                              "control, lobster or cubic schedule)")
 
 
 def _check_method_options(method: str, options: dict) -> None:
@@ -221,7 +260,8 @@ def _check_method_options(method: str, options: dict) -> None:
         raise _Bad(f"options.{method}", f"unknown option(s) {extra} for method {method!r}; allowed: "
                                         f"{', '.join(sorted(allowed)) or 'none'}")
     model = MLP(1, [], 1, seed=0)
-    data = (torch.tensor([[0.5]]), torch.tensor([[0.25]]))
+    # two samples: one would make a layer's input Hessian singular (obs-layer with damp = 0)
+    data = (torch.tensor([[0.5], [-0.25]]), torch.tensor([[0.25], [0.0]]))
     try:
         probes = options.get("probes")
         if isinstance(probes, int) and probes > DRY_RUN_PROBES:  # too costly to run: the ec family's own check

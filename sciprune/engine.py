@@ -21,7 +21,9 @@ A variant may carry a :class:`Procedure` (case files: ``[prune.procedures.NAME]`
 pruning during the training from the initial weights (``start = "init"``: gradual magnitude pruning),
 rewinding the kept weights to the dense training's step k after every step (lottery tickets), or a
 control that takes another variant's final mask onto new initial weights or draws a random mask with
-its counts (Liu et al. 2019; open_lth). Trainings of one round with the same settings are one call.
+its counts (Liu et al. 2019; open_lth), or LOBSTER's training with thresholding capped at the variant's
+ratio (:mod:`sciprune.study_lobster`). Trainings of one round with the same settings are one call.
+Variants, procedures and their checks live in :mod:`sciprune.variants` (re-exported here).
 
 What is recorded (:class:`Outcome`): the metrics just after the last step (``pruned``) and after the
 last training (``finetuned``), the achieved sparsity, and for each step the case keeps
@@ -45,58 +47,18 @@ from .masks import get_masks, prunable_names, set_masks, sparsity
 from .planner import Planner
 from .procedure import GradualPruning
 from .pruning import PruneReport, apply_plan, plan
-from .schedules import Cubic, Iterative, OneShot, Schedule, check_keep_steps, kept_steps, parse_schedule
+from .schedules import Cubic, Iterative, OneShot, Schedule, check_keep_steps, kept_steps
+from .study_lobster import StudyLobster
 from .study_trainers import PerMember, Trainer, ensemble_trainer, sequential_trainer  # noqa: F401 (re-exported)
 from .training import History, TrainConfig
+from .variants import (CONTROLS, REINIT_SEED_OFFSET, STARTS, Procedure, Variant,  # noqa: F401 (re-exported)
+                       check_cubic_fits, check_procedure)
 
 __all__ = ["Variant", "Procedure", "StepRecord", "Outcome", "Trainer", "prune_and_train", "sequential_trainer",
            "ensemble_trainer", "check_cubic_fits", "check_procedure", "PerMember", "REINIT_SEED_OFFSET"]
 
-#: A control's new initial weights are drawn from the block's seed plus this (mod the seed limit), a
-#: seed no dense network of a study with fewer seeds uses.
-REINIT_SEED_OFFSET = 104_729
-STARTS = ("trained", "init")
-CONTROLS = ("reinit", "random-mask")
-
 Metrics = dict[str, float]
 Evaluate = Callable[[nn.Module], Metrics]
-
-
-@dataclass(frozen=True)
-class Procedure:
-    """What a variant does besides scoring with its criterion (all optional; the default is the study's
-    schedule on the trained dense network, then the fine-tuning).
-
-    ``schedule``: its own pruning schedule (a dict, :func:`~sciprune.schedules.parse_schedule`).
-    ``start``: ``"trained"`` (the trained dense network) or ``"init"`` (its initial weights, pruned
-    during a training with the ``train`` settings: needs a cubic schedule; Zhu & Gupta's gradual
-    magnitude pruning from scratch). ``rewind``: k; after every pruning step the kept weights go back to
-    the dense training's weights after optimiser step k (0: the initial weights) and each training that
-    follows is the dense training resumed at step k (``TrainConfig.start_step``): the lottery ticket
-    (k = 0, Frankle & Carbin 2019) and weight rewinding (k > 0, Renda et al. 2020), as open_lth runs
-    them; one-shot or iterative schedules with ``budget_epochs = 0``. ``control``: ``"reinit"`` (the final
-    mask of variant ``of`` at the same ratio on new random initial weights, Liu et al. 2019) or
-    ``"random-mask"`` (a random mask with that mask's per-layer counts on the initial weights, open_lth's
-    ``randomly_prune``), trained with the ``train`` settings.
-    """
-
-    schedule: dict | None = None
-    start: str = "trained"
-    rewind: int | None = None
-    control: str | None = None
-    of: str | None = None
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One pruned network of a study: ``method`` (criterion), ``compensate`` (as in
-    :func:`sciprune.prune`) at ``ratio``, named ``label`` in the results, done as ``procedure`` says."""
-
-    label: str
-    method: str
-    compensate: bool | None
-    ratio: float
-    procedure: Procedure = field(default_factory=Procedure)
 
 
 @dataclass
@@ -133,58 +95,6 @@ class Outcome:
                                          "trained": self.steps[k].trained, "train_loss": self.steps[k].train_loss}
                             for k in kept}
         return rec
-
-
-def check_cubic_fits(schedule: Schedule, config: TrainConfig, n_train: int) -> None:
-    """A cubic schedule's last mask update must come before the training it runs in (the fine-tuning,
-    or the training from the initial weights) ends: t0 + n dt <= its optimiser steps (epochs x
-    ceil(n_train / batch_size)); checked before training starts."""
-    if not isinstance(schedule, Cubic):
-        return
-    per_epoch = 1 if config.batch_size is None else math.ceil(n_train / min(int(config.batch_size), n_train))
-    total = int(config.epochs) * per_epoch
-    last = schedule.update_steps()[-1]
-    if last > total:
-        raise SciPruneError(f"prune.schedule: the cubic schedule's last mask update is at optimiser step {last} "
-                            f"(start_step + n_updates x every) but the training it runs in takes {total} steps "
-                            f"({config.epochs} epochs x {per_epoch}); lower start_step, n_updates or every, or "
-                            "train longer")
-    if config.patience is not None:
-        raise SciPruneError("prune.schedule: the cubic schedule updates masks during the fine-tuning, which early "
-                            "stopping (finetune.patience) could end before the last update; unset finetune.patience")
-
-
-def check_procedure(proc: Procedure, study_schedule, *, where: str = "procedure") -> Schedule:
-    """The schedule ``proc`` runs (its own, else the study's), with every combination it cannot run
-    refused in one line naming ``where``."""
-    if not isinstance(proc, Procedure):
-        raise SciPruneError(f"{where} must be a sciprune.engine.Procedure, got {type(proc).__name__}")
-    sched = parse_schedule(proc.schedule if proc.schedule is not None else study_schedule)
-    if proc.start not in STARTS:
-        raise SciPruneError(f"{where}.start must be one of {list(STARTS)}, got {proc.start!r}")
-    if proc.control is not None:
-        if proc.control not in CONTROLS:
-            raise SciPruneError(f"{where}.control must be one of {list(CONTROLS)}, got {proc.control!r}")
-        if not isinstance(proc.of, str) or not proc.of:
-            raise SciPruneError(f"{where}.of: a control names the variant whose final masks it takes")
-        if proc.schedule is not None or proc.rewind is not None or proc.start != "trained":
-            raise SciPruneError(f"{where}: a control ({proc.control}) takes its masks from {proc.of!r}; give it no "
-                                "schedule, rewind or start")
-        return OneShot()
-    if proc.of is not None:
-        raise SciPruneError(f"{where}.of names the variant a control copies; set control too")
-    if proc.start == "init" and not isinstance(sched, Cubic):
-        raise SciPruneError(f"{where}.start = 'init' prunes during the training from the initial weights, which "
-                            f"needs a cubic schedule; got {sched.name!r}")
-    if proc.rewind is not None:
-        if isinstance(proc.rewind, bool) or not isinstance(proc.rewind, int) or proc.rewind < 0:
-            raise SciPruneError(f"{where}.rewind must be an optimiser step k >= 0, got {proc.rewind!r}")
-        if not isinstance(sched, (OneShot, Iterative)):
-            raise SciPruneError(f"{where}.rewind needs a one-shot or iterative schedule, got {sched.name!r}")
-        if isinstance(sched, Iterative) and sched.budget_epochs:
-            raise SciPruneError(f"{where}.schedule.budget_epochs: with rewind the training after each level is the "
-                                "dense training resumed at step k; set budget_epochs = 0")
-    return sched
 
 
 class _Stepper:
@@ -268,10 +178,11 @@ class _Study:
         self.train, self.evaluate, self.keep, self.init, self.snapshots = train, evaluate, keep, init, snapshots
 
     def base(self, proc: Procedure) -> TrainConfig:
-        """The settings of the trainings after a variant's pruning steps."""
+        """The settings of the trainings after a variant's pruning steps (LOBSTER: evaluated every epoch)."""
         if proc.rewind is not None:
             return replace(self.train_config, start_step=proc.rewind)
-        return self.train_config if (proc.start == "init" or proc.control) else self.finetune
+        cfg = self.train_config if (proc.start == "init" or proc.control) else self.finetune
+        return replace(cfg, eval_every=1) if proc.lobster is not None else cfg
 
     def rewind(self, s: _Stepper) -> None:
         from .lottery_rewind import rewind
@@ -355,7 +266,8 @@ def prune_and_train(planner: Planner, variants: Sequence[Variant], *, schedule, 
         return []
     names = {i: f"{v.label} r={v.ratio:g}" for i, v in enumerate(variants)}
     cubic = {i for i, s in steppers.items() if isinstance(s.schedule, Cubic)}
-    stepped = [i for i in steppers if i not in cubic]
+    lobsters = {i: _lobster(s, planner.data) for i, s in steppers.items() if s.proc.lobster is not None}
+    stepped = [i for i in steppers if i not in cubic and i not in lobsters]
     for k in range(max([len(steppers[i].targets) for i in stepped] or [0])):
         mid = []
         for i in stepped:
@@ -380,19 +292,34 @@ def prune_and_train(planner: Planner, variants: Sequence[Variant], *, schedule, 
     for i, v in enumerate(variants):
         if v.procedure.control:
             ref = by_label.get((v.procedure.of, v.ratio))
-            if ref is None or ref.variant.procedure.control:
-                raise SciPruneError(f"procedure of {v.label!r}: of = {v.procedure.of!r} is not a pruned variant of "
-                                    f"this study at ratio {v.ratio:g}")
+            if ref is None or ref.proc.control or ref.proc.lobster is not None or isinstance(ref.schedule, Cubic):
+                raise SciPruneError(f"procedure of {v.label!r}: of = {v.procedure.of!r} is not a variant of this study "
+                                    f"at ratio {v.ratio:g} pruned before its final training (not a control, lobster "
+                                    "or cubic schedule, whose masks are made during that training)")
             steppers[i] = _control(study, v, ref)
     items = []
     for i in range(len(variants)):
         s = steppers[i]
-        hooks = [_Cubic(s, s.schedule, planner, evaluate, keep)] if i in cubic else None
+        hooks = [_Cubic(s, s.schedule, planner, evaluate, keep)] if i in cubic else (
+            [lobsters[i]] if i in lobsters else None)
         if i not in cubic:
             study.rewind(s)
         items.append((s, study.base(s.proc), hooks, names[i]))
     hists = study.run(items, final=True)
+    for i, hook in lobsters.items():
+        hook.finish(steppers[i], evaluate, scope)
     return [_finish(steppers[i], h, cfg, evaluate) for i, ((_, cfg, _, _), h) in enumerate(zip(items, hists))]
+
+
+def _lobster(s: _Stepper, data) -> StudyLobster:
+    """The LOBSTER hook of ``s``, thresholding on the validation set of the study's ``data``."""
+    from .training import _resolve
+
+    val = _resolve(data, None)[2]
+    if val is None or val[0] is None or len(val[0]) == 0:
+        raise SciPruneError(f"procedure of {s.variant.label!r}: lobster's plateau test and bisection need a validation "
+                            "set; the task has none (data.val_fraction = 0)")
+    return StudyLobster(s.proc.lobster, val, s.variant.ratio, s.model)
 
 
 def _finish(s: _Stepper, h: History, cfg: TrainConfig, evaluate: Evaluate) -> Outcome:

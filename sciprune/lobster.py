@@ -18,6 +18,10 @@ point: r = relu(1 - |g|) <= 1, so ``fl(lam fl(w r)) <= |w|/2`` and ``w - that`` 
 once (one device sync per step, only for such lam). Weights that were zero before the update (a zero
 initialisation) are not masked; the authors mask every zero at each epoch start.
 
+``max_sparsity`` (sciprune's, not the authors'; None by default, the authors' numbers unchanged) caps the
+thresholdings at floor(s n + 1/2) pruned Linear weights and stops them once reached: a study's LOBSTER
+variant compares at its ratio this way (:mod:`sciprune.study_lobster`).
+
 :class:`ScaledLobster` (name ``"lobster-scaled"``) is sciprune's scale-free variant, not LOBSTER.
 """
 
@@ -34,7 +38,8 @@ from . import losses
 from .batches import as_tensor, check_pair, model_shapes
 from .checks import check_int
 from .errors import SciPruneError
-from .lobster_threshold import Plateau, apply_threshold, linear_names, threshold_bisect
+from .lobster_threshold import (Plateau, apply_threshold, linear_names, pruned_weights, threshold_bisect,
+                                weights_below)
 from .masks import set_masks
 from .checks import check_number as _number
 from .training import evaluate_loss
@@ -46,7 +51,8 @@ __all__ = ["Lobster", "ScaledLobster", "ThresholdEvent"]
 class ThresholdEvent:
     """One thresholding of one member: at ``epoch`` (optimiser ``step``) the best weights (validation loss
     ``base_loss``) were pruned at ``threshold`` (loss then ``loss`` <= ``bound``); ``pruned`` entries,
-    ``evaluations`` validation passes of the bisection."""
+    ``evaluations`` validation passes of the bisection; ``capped``: ``max_sparsity`` stopped it short of
+    ``threshold`` (then ``loss`` is the bisection's at ``threshold``, not at what was pruned)."""
 
     member: int
     epoch: int
@@ -57,6 +63,7 @@ class ThresholdEvent:
     loss: float
     pruned: int
     evaluations: int
+    capped: bool = False
 
 
 def _check_val(val):
@@ -70,6 +77,18 @@ def _check_val(val):
         return [_check_val(v) for v in val]
     raise SciPruneError(f"val must be None, a tuple (X_val, Y_val) or a list of one such tuple per member, "
                         f"got {type(val).__name__}")
+
+
+def _check_cap(cap):
+    """None, one sparsity in [0, 1) shared by every member, or a list with one per member index."""
+    if isinstance(cap, list) and cap:
+        return [_check_cap(c) for c in cap]
+    if cap is None:
+        return None
+    value = _number(cap, "max_sparsity")
+    if value >= 1:
+        raise SciPruneError(f"max_sparsity must be a fraction of the weights in [0, 1), got {cap!r}")
+    return value
 
 
 class Lobster:
@@ -88,6 +107,12 @@ class Lobster:
         pwe: plateau waiting epochs (evaluations), >= 0.
         biases: regularise and threshold the biases too (the authors do).
         delta: the bisection stops when |L_a - L_b| < delta * bound (authors: 0.05).
+        max_sparsity: None (the authors' LOBSTER), or a cap s (one shared, or a list indexed by member
+            index): a thresholding never prunes more than K = floor(s n + 1/2) of the n Linear weights
+            (biases are not counted) - the bisection's T is capped at the magnitude that reaches exactly K
+            (:func:`~sciprune.lobster_threshold.apply_threshold` with ``limit``) - and once K are pruned
+            the member's plateau test and thresholding stop (masks held, the regulariser goes on). For a
+            study that compares at sparsity s; not in the authors' method.
 
     ``events``: one :class:`ThresholdEvent` per thresholding; ``zeroed``: entries the update itself made
     exactly zero (only possible for lam >= 1/2).
@@ -96,7 +121,7 @@ class Lobster:
     name = "lobster"
 
     def __init__(self, lam: float = 1e-4, *, val=None, loss: str | None = None, twt: float = 0.0, pwe: int = 0,
-                 biases: bool = True, delta: float = 0.05) -> None:
+                 biases: bool = True, delta: float = 0.05, max_sparsity=None) -> None:
         self.lam = _number(lam, "lam", positive=True)
         if self.lam > 1:
             raise SciPruneError(f"lam must be in (0, 1] (the update multiplies a weight by 1 - lam relu(1 - |g|)), "
@@ -109,6 +134,7 @@ class Lobster:
         self.biases = biases
         self.loss = None if loss is None else losses.check_loss(loss)
         self.val = _check_val(val)
+        self.max_sparsity = _check_cap(max_sparsity)
         self.events: list[ThresholdEvent] = []
         self.zeroed = 0
         self._plateaus: dict[int, Plateau] = {}
@@ -158,19 +184,53 @@ class Lobster:
             torch._foreach_mul_(U, W)  # u = r * w (the authors' regu = p * insensitivity)
             torch._foreach_add_(W, U, alpha=-self.lam)
             if self.lam >= 0.5:
-                self._mask_new_zeros(members, items, W, U, stacked)
+                self._mask_new_zeros(key, members, items, W, U, stacked)
 
-    def _mask_new_zeros(self, members: list[nn.Module], items: list, W: list, U: list, stacked: bool) -> None:
-        """Mask the entries this update made exactly zero (w == 0 now, u = r w != 0 before)."""
+    def _mask_new_zeros(self, key: tuple, members: list[nn.Module], items: list, W: list, U: list,
+                        stacked: bool) -> None:
+        """Mask the entries this update made exactly zero (w == 0 now, u = r w != 0 before); under
+        ``max_sparsity`` only as many weights as its room, the first in position order."""
         Z = [(w == 0) & (u != 0) for w, u in zip(W, U)]
         if not stacked:
             Z = [z[None] for z in Z]
         flags = torch.stack([z.flatten(1).any(1) for z in Z]).any(0).tolist()
         for m, flag in enumerate(flags):
             if flag:
-                masks = {n: ~z[m] for (n, _, _), z in zip(items, Z) if bool(z[m].any())}
+                zs = self._within(items, [z[m] for z in Z], self._room(key[m], members[m]))
+                masks = {n: ~z for (n, _, _), z in zip(items, zs) if bool(z.any())}
                 self.zeroed += sum(int((~k).sum()) for k in masks.values())
                 set_masks(members[m], masks)
+
+    @staticmethod
+    def _within(items: list, zs: list[torch.Tensor], room: int | None) -> list[torch.Tensor]:
+        """``zs`` (entries to prune, per item) keeping at most ``room`` weights, the first in position order."""
+        if room is None:
+            return zs
+        out = []
+        for (n, _, _), z in zip(items, zs):
+            if n.endswith("weight"):
+                keep = z.flatten().cumsum(0) <= room
+                z = z & keep.view_as(z)
+                room -= int(z.sum())
+            out.append(z)
+        return out
+
+    def _cap_for(self, index: int) -> float | None:
+        if isinstance(self.max_sparsity, list):
+            if not 0 <= index < len(self.max_sparsity):
+                raise SciPruneError(f"max_sparsity has {len(self.max_sparsity)} entries but member index {index} was "
+                                    "trained; give one per member")
+            return self.max_sparsity[index]
+        return self.max_sparsity
+
+    def _room(self, index: int, model: nn.Module) -> int | None:
+        """Weights member ``index`` may still lose under its cap, K - pruned with K = floor(s n + 1/2)
+        (n: its Linear weights; the study's count, :func:`sciprune.selection`); None without a cap."""
+        cap = self._cap_for(index)
+        if cap is None:
+            return None
+        pruned, total = pruned_weights(model, linear_names(model, biases=False))
+        return max(0, math.floor(cap * total + 0.5) - pruned)
 
     def _reset(self, indices: list[int]) -> None:
         for i in indices:
@@ -201,8 +261,8 @@ class Lobster:
         vals = state.val_loss if isinstance(state.val_loss, list) else [state.val_loss]
         indices = list(getattr(state, "indices", None) or [0])
         for i, member, v in zip(indices, state.members, vals):
-            if not math.isfinite(v):
-                continue
+            if not math.isfinite(v) or self._room(i, member) == 0:
+                continue  # not evaluated, or the cap reached: no plateau test, no thresholding, masks held
             if self._plateaus.setdefault(i, Plateau(self.pwe)).step(v, member):
                 self._threshold(i, member, state)
 
@@ -216,10 +276,12 @@ class Lobster:
         base = val_loss(model)
         found = threshold_bisect(model, val_loss, (1.0 + self.twt) * base, base_loss=base, names=names,
                                  delta=self.delta)
-        pruned = apply_threshold(model, found.threshold, names) if found.threshold > 0 else 0
+        room, T = self._room(index, model), found.threshold
+        capped = room is not None and T > 0 and weights_below(model, T, names) > room
+        pruned = apply_threshold(model, T, names, limit=room) if T > 0 else 0
         self.events.append(ThresholdEvent(member=index, epoch=state.epoch, step=state.step, threshold=found.threshold,
                                           base_loss=base, bound=found.bound, loss=found.loss, pruned=pruned,
-                                          evaluations=len(found.trials)))
+                                          evaluations=len(found.trials), capped=capped))
 
 
 class ScaledLobster(Lobster):

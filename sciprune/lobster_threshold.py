@@ -22,10 +22,10 @@ import torch
 from torch import nn
 
 from .errors import SciPruneError
-from .masks import enforce, prunable_names, set_masks
+from .masks import enforce, get_masks, prunable_names, set_masks
 
-__all__ = ["Bisection", "threshold_bisect", "threshold_range", "apply_threshold", "linear_names", "Plateau",
-           "PLATEAU_TOLERANCE"]
+__all__ = ["Bisection", "threshold_bisect", "threshold_range", "apply_threshold", "weights_below", "pruned_weights", "linear_names",
+           "Plateau", "PLATEAU_TOLERANCE"]
 
 #: Relative margin of the authors' plateau test: an evaluation is bad when ``L >= (1 + 0.01) L_best``.
 PLATEAU_TOLERANCE = 0.01
@@ -162,19 +162,55 @@ def threshold_bisect(model: nn.Module, loss_fn: Callable[[nn.Module], float], bo
 
 
 @torch.no_grad()
-def apply_threshold(model: nn.Module, T: float, names: list[str]) -> int:
-    """Prune (with :func:`sciprune.set_masks`) every live entry ``|p| < T`` of ``names``; the count pruned."""
+def apply_threshold(model: nn.Module, T: float, names: list[str], *, limit: int | None = None) -> int:
+    """Prune (with :func:`sciprune.set_masks`) every live entry ``|p| < T`` of ``names``; the count pruned.
+
+    ``limit``: at most this many *weights* (names ending in ``weight``) are pruned. When more than
+    ``limit`` live weights lie below T, exactly the ``limit`` smallest |w| are (ties by position: order
+    of ``names``, then row-major), and the other entries (biases) are cut at the magnitude T_cap of the
+    first weight kept, ``|p| < min(T, T_cap)``: the threshold capped where it reaches the limit.
+    """
     params = dict(model.named_parameters())
+    cuts = {n: (params[n].abs() < T) & (params[n] != 0) for n in names}
+    weights = [n for n in names if n.endswith("weight")]
+    if limit is not None and weights_below(model, T, names) > limit:
+        live = torch.cat([(params[n] != 0).flatten() for n in weights])
+        mags = torch.cat([params[n].detach().abs().flatten() for n in weights])
+        mags = torch.where(live, mags, torch.full_like(mags, math.inf))
+        order = torch.sort(mags, stable=True).indices
+        chosen = torch.zeros_like(live)
+        chosen[order[:limit]] = True
+        cap = float(mags[order[limit]])
+        start = 0
+        for n in weights:
+            k = params[n].numel()
+            cuts[n] = chosen[start:start + k].view_as(params[n])
+            start += k
+        for n in names:
+            if n not in weights:
+                cuts[n] = (params[n].abs() < min(T, cap)) & (params[n] != 0)
     masks, count = {}, 0
     for n in names:
-        p = params[n]
-        cut = (p.abs() < T) & (p != 0)
-        k = int(cut.sum())
+        k = int(cuts[n].sum())
         if k:
-            masks[n], count = ~cut, count + k
+            masks[n], count = ~cuts[n], count + k
     if masks:
         set_masks(model, masks)
     return count
+
+
+@torch.no_grad()
+def weights_below(model: nn.Module, T: float, names: list[str]) -> int:
+    """Live (non-zero) entries ``|w| < T`` of the parameters ``names`` ending in ``weight``."""
+    params = dict(model.named_parameters())
+    return sum(int(((params[n].abs() < T) & (params[n] != 0)).sum()) for n in names if n.endswith("weight"))
+
+
+def pruned_weights(model: nn.Module, names: list[str]) -> tuple[int, int]:
+    """(masked entries, entries) over the parameters ``names`` ending in ``weight``: the pool a study's
+    ratio counts (:func:`sciprune.masks.prunable_names`)."""
+    masks = get_masks(model, names=[n for n in names if n.endswith("weight")])
+    return sum(int((~m).sum()) for m in masks.values()), sum(m.numel() for m in masks.values())
 
 
 class Plateau:

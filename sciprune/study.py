@@ -58,6 +58,10 @@ def check_case(case: Case, *, local: bool = True) -> None:
         resolve_device(case.device)
     if not case.models:
         raise ConfigError("model: the case has no architecture")
+    lobsters = [name for name, spec in case.prune.procedures.items() if spec.lobster is not None]
+    if lobsters and d.val_fraction == 0:
+        raise ConfigError(f"prune.procedures.{lobsters[0]}.lobster: LOBSTER's plateau test and bisection need the "
+                          "task's validation split, and data.val_fraction = 0; set data.val_fraction > 0")
     if d.kind != "pdebench" or Path(d.file).is_file():
         check_training_lengths(case)  # a file still to be generated is checked once made, before any training
 

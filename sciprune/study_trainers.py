@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Callable, Protocol, Sequence
 
+import torch
 from torch import nn
 
 from .training import History, TrainConfig
@@ -58,19 +59,36 @@ def ensemble_trainer(data, *, max_members: int | None = None) -> Trainer:
 
 
 class _One:
-    """The state of one member as a hook of that member alone sees it (``members``, ``step``, ``epoch``...)."""
+    """The state of one member as a hook of that member alone sees it: ``members``, ``indices``, and its own
+    entries of ``loss``, ``train_loss`` and ``val_loss`` (lists of one, as for a one-member ensemble);
+    ``params`` is None (the member's parameters are its own, views of the stacked ones); the rest shared."""
 
-    def __init__(self, state, member: nn.Module, index: int) -> None:
-        self._state, self.members, self.model, self.indices = state, [member], member, [index]
+    def __init__(self, state, member: nn.Module, index: int, row: int) -> None:
+        self._state, self.members, self.model, self.indices, self.params = state, [member], member, [index], None
+        for name in ("train_loss", "val_loss"):
+            v = getattr(state, name, None)
+            setattr(self, name, [v[row]] if isinstance(v, list) else v)
+        loss = getattr(state, "loss", None)
+        self.loss = loss[row:row + 1] if isinstance(loss, torch.Tensor) and loss.ndim == 1 else loss
 
     def __getattr__(self, name):
         return getattr(self._state, name)
 
 
+@torch.no_grad()
+def _lend(member: nn.Module, params: dict[str, torch.Tensor], row: int) -> None:
+    """The member's ``.grad``: views of its row of the stacked gradients (None where there is none)."""
+    for name, p in member.named_parameters():
+        g = params[name].grad
+        p.grad = None if g is None else g[row]
+
+
 class PerMember:
     """One ensemble hook that gives each member its own hooks: ``hooks[i]`` (a list, or None) for the
     member at position i of the models trained (``state.indices``). Such a hook sees a state whose
-    ``members`` is that member alone; ``stop`` set by one ends the training of the group."""
+    ``members`` is that member alone (:class:`_One`); ``stop`` set by one ends the training of the group.
+    A hook with ``reads_grad = True`` finds the member's gradient of the step in ``.grad`` at
+    ``after_step`` (lent from the stacked gradient for the call: the ensemble clears member gradients)."""
 
     EVENTS = ("after_backward", "after_step", "end_of_epoch")
 
@@ -82,13 +100,23 @@ class PerMember:
 
     def _caller(self, event: str):
         def call(state) -> None:
-            for member, index in zip(state.members, state.indices):
+            stacked = getattr(state, "params", None) if event == "after_step" else None
+            for row, (member, index) in enumerate(zip(state.members, state.indices)):
                 for h in self.hooks[index]:
                     fn = getattr(h, event, None)
-                    if fn is not None:
-                        one = _One(state, member, index)
+                    if fn is None:
+                        continue
+                    lend = stacked is not None and getattr(h, "reads_grad", False)
+                    if lend:
+                        _lend(member, stacked, row)
+                    one = _One(state, member, index, row)
+                    try:
                         fn(one)
-                        if one.__dict__.get("stop"):
-                            state.stop = True
+                    finally:
+                        if lend:
+                            for p in member.parameters():
+                                p.grad = None
+                    if one.__dict__.get("stop"):
+                        state.stop = True
 
         return call

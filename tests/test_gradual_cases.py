@@ -19,6 +19,7 @@ SMALL = {
     "prune.procedures.rewind.rewind": 4, "diagnostics.hessian_top": 2,
     "prune.procedures.gmp.schedule": {"kind": "cubic", "n_updates": 3, "every": 2, "start_step": 2},
 }
+VARIANTS = ["magnitude", "ec", "lottery", "rewind", "reinit", "random-mask", "gmp", "lobster"]
 
 
 @pytest.fixture(autouse=True)
@@ -35,6 +36,8 @@ def _check(ds, variants, entropy=True):
               *(("psp_entropy", "psp_pair_entropy") if entropy else ())):
         if v in ds:
             assert np.isfinite(ds[v].values).all(), v
+    ratios = ds["ratio"].values
+    assert (ds["sparsity"].sel(method="lobster").values <= ratios + 1e-12).all()  # capped at each ratio
     lottery = ds["sparsity"].sel(method="lottery").values
     for control in ("reinit", "random-mask"):
         np.testing.assert_array_equal(ds["sparsity"].sel(method=control).values, lottery)
@@ -44,7 +47,7 @@ def _check(ds, variants, entropy=True):
 def test_digits_case_runs_reduced(tmp_path):
     case = load_case(CASES / "gradual_vs_oneshot_digits.toml", {**SMALL, "output": str(tmp_path / "out")})
     ds = read_dataset(run_case(case, show_progress=False, echo=lambda s: None))
-    _check(ds, ["magnitude", "ec", "lottery", "rewind", "reinit", "random-mask", "gmp"])
+    _check(ds, VARIANTS)
     assert "psp_entropy" in ds  # LeNet-300-100 is a ReLU network
 
 
@@ -55,6 +58,6 @@ def test_surrogate_case_runs_reduced(tmp_path):
         "data.generate.nt": 11, "noise.levels": [0.0, 0.05], "architectures.tanh.widths": [8, 8],
         "architectures.relu.widths": [8, 8], "train.batch_size": 64, "finetune.batch_size": 64})
     ds = read_dataset(run_case(case, show_progress=False, echo=lambda s: None))
-    _check(ds, ["magnitude", "ec", "lottery", "rewind", "reinit", "random-mask", "gmp"], entropy=False)
+    _check(ds, VARIANTS, entropy=False)
     assert np.isnan(ds["psp_entropy"].sel(arch="tanh").values).all()  # defined for ReLU neurons only
     assert np.isfinite(ds["psp_entropy"].sel(arch="relu").values).all()

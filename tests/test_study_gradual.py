@@ -107,7 +107,7 @@ def test_sweep_equals_run_and_resumes(studies):
 
 @pytest.mark.parametrize("procedures,key,needle", [
     ({"c": {"control": "reinit"}}, "prune.procedures.c", "names the variant"),
-    ({"c": {"control": "reinit", "of": "nothing"}}, "prune.procedures.c.of", "must name a pruned variant"),
+    ({"c": {"control": "reinit", "of": "nothing"}}, "prune.procedures.c.of", "must name a variant of this case"),
     ({"l": {"schedule": ITER, "rewind": 0}, "c": {"control": "reinit", "of": "l"}, "d": {"control": "reinit", "of": "c"}},
      "prune.procedures.d.of", "not a control"),
     ({"g": {"start": "init"}}, "prune.procedures.g", "needs a cubic schedule"),
