@@ -312,7 +312,11 @@ def run(case_file, output, device, quiet, wait) -> None:
               help="Folder of the figures and report.md (default: beside RESULTS).")
 @click.option("--metric", default=None, help="Metric to rank by (default: test_mse_clean, or test_loss).")
 def report_cmd(results, out, metric) -> None:
-    """Draw a study's results.nc: error against ratio per method and noise level, and a ranking."""
+    """Draw a study's results.nc: error against ratio per method and noise level, and a ranking.
+
+    A study run with [diagnostics] also gets, per architecture and noise level, a figure and a table
+    (mean ± std over seeds) of the top Hessian eigenvalue, the PSP norm and PSP-entropies per layer
+    against the ratio, and of the loss along each line (docs/diagnostics.md)."""
     from .report import report
 
     path = report(results, out, metric=metric)

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import xarray as xr
 
-__all__ = ["plot_loss_vs_ratio", "plot_fields"]
+__all__ = ["plot_loss_vs_ratio", "plot_fields", "draw_methods"]
 
 
 def _pyplot():
@@ -40,6 +40,20 @@ def _save(fig, path: str | Path, dpi: int) -> Path:
     return path
 
 
+def draw_methods(ax, v: xr.DataArray) -> None:
+    """One line per method of ``v`` (dims seed, method, ratio) against the ratio: the mean over seeds,
+    and a band from the smallest to the largest seed's value."""
+    colors = _pyplot().rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ["-", "--", "-.", ":"]
+    ratios = v["ratio"].values
+    for k, method in enumerate(v["method"].values):
+        c = colors[k % len(colors)]
+        m = v.sel({"method": method})
+        ax.plot(ratios, m.mean("seed"), styles[(k // len(colors)) % len(styles)], color=c, marker="o",
+                ms=3, label=str(method))
+        ax.fill_between(ratios, m.min("seed"), m.max("seed"), color=c, alpha=0.15, lw=0)
+
+
 def plot_loss_vs_ratio(ds: xr.Dataset, path: str | Path, *, metric: str = "test_mse", title: str | None = None) -> Path:
     """``metric`` against pruning ratio for every method: one column per noise level, one row per
     stage (just pruned, fine-tuned). Line = mean over seeds, band = min..max over seeds; grey line =
@@ -49,18 +63,11 @@ def plot_loss_vs_ratio(ds: xr.Dataset, path: str | Path, *, metric: str = "test_
     stages = list(ds["stage"].values)
     fig, axes = plt.subplots(len(stages), len(levels), figsize=(5 * len(levels), 3.6 * len(stages)),
                              squeeze=False, sharex=True, layout="constrained")
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
-    styles = ["-", "--", "-.", ":"]
     ratios = ds["ratio"].values
     for col, level in enumerate(levels):
         for row, stage in enumerate(stages):
             ax = axes[row][col]
-            for k, method in enumerate(ds["method"].values):
-                c = colors[k % len(colors)]
-                v = ds[metric].sel({"noise": level, "method": method, "stage": stage})
-                ax.plot(ratios, v.mean("seed"), styles[(k // len(colors)) % len(styles)], color=c, marker="o",
-                        ms=3, label=str(method))
-                ax.fill_between(ratios, v.min("seed"), v.max("seed"), color=c, alpha=0.15, lw=0)
+            draw_methods(ax, ds[metric].sel({"noise": level, "stage": stage}))
             if f"dense_{metric}" in ds:
                 ax.axhline(float(ds[f"dense_{metric}"].sel({"noise": level}).mean()), color="0.4", lw=1, label="dense")
             if f"scratch_{metric}" in ds:

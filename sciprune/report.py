@@ -180,9 +180,25 @@ def _check_metric(ds: xr.Dataset, metric: str, results: Path) -> None:
                                   f"got {ds[name].dtype} on {list(ds[name].dims)}")
 
 
+def _suffixes(ds: xr.Dataset, single: bool):
+    """``suffix(arch, level)``: what tells a figure's architecture and noise level apart in its file name
+    ('_<arch>' with several architectures, '_noise<level>' with several noise levels)."""
+    levels = [f"{lvl:g}" for lvl in ds["noise"].values]
+    if len(set(levels)) < len(levels):  # labels equal to 6 digits: number them instead
+        levels = [str(i) for i in range(len(levels))]
+    by_level = dict(zip(map(float, ds["noise"].values), levels))
+
+    def suffix(arch: str, level: float) -> str:
+        return ("" if single else f"_{arch}") + ("" if len(levels) == 1 else f"_noise{by_level[level]}")
+
+    return suffix
+
+
 def report(results: str | Path, out: str | Path | None = None, *, metric: str | None = None) -> Path:
-    """Write figures (``<metric>_vs_ratio[_<arch>].png``), ``ranking.nc`` and ``report.md`` for a
-    results file; return the path of ``report.md``. ``out`` defaults to the results file's folder.
+    """Write figures (``report_<metric>_vs_ratio[_<arch>].png``), ``ranking.nc`` and ``report.md`` for a
+    results file; return the path of ``report.md``. ``out`` defaults to the results file's folder. A
+    study with ``[diagnostics]`` also gets, per architecture and noise level, a figure and a table per
+    quantity (:mod:`sciprune.report_diagnostics`).
 
     The results and ``metric`` are checked and the output folder prepared before anything is drawn;
     every file is staged as a temporary file and all are renamed into place at the end, so a failure
@@ -191,6 +207,7 @@ def report(results: str | Path, out: str | Path | None = None, *, metric: str | 
 
     from .outputs import check_name, child, prepare_output
     from .plots import plot_loss_vs_ratio
+    from .report_diagnostics import check_diagnostics, plan
     from .results import write_dataset
 
     results = Path(results)
@@ -198,10 +215,12 @@ def report(results: str | Path, out: str | Path | None = None, *, metric: str | 
     _check_study(ds, results)
     metric = default_metric(ds) if metric is None else metric
     _check_metric(ds, metric, results)
+    check_diagnostics(ds, results)
     single = ds.sizes["arch"] == 1
     names = {arch: f"report_{metric}_vs_ratio.png" if single
              else f"report_{metric}_vs_ratio_{check_name(str(arch), f'architecture label in {results}')}.png"
              for arch in ds["arch"].values}
+    diagnostics = plan(ds, metric, lambda arch: names[arch], _suffixes(ds, single))
     out = prepare_output(results.parent if out is None else out, is_dir=True,
                          what="--out" if out is not None else "the report folder (beside RESULTS)")
     ranks = ranking(ds, metric)
@@ -216,8 +235,12 @@ def report(results: str | Path, out: str | Path | None = None, *, metric: str | 
             for arch, name in names.items():
                 plot_loss_vs_ratio(ds.sel(arch=arch), stage(name), metric=metric,
                                    title=None if single else f"architecture {arch}")
+            for name, draw in diagnostics.figures.items():
+                draw(stage(name))
             write_dataset(ranks, stage("ranking.nc"))
-            Path(stage("report.md")).write_text(_summary(ds, metric, ranks, list(names.values())))
+            text = _summary(ds, metric, ranks, list(names.values()))
+            text += ("\n" + "\n".join(diagnostics.text)) if diagnostics.text else ""
+            Path(stage("report.md")).write_text(text)
     except OSError as err:  # full disk, quota, I/O error: every staged file is already removed
         raise SciPruneError(f"{out}: cannot write the report: {err.strerror or err}") from None
     return path
