@@ -185,7 +185,9 @@ class PruneSpec(_Frozen):
 
         known = available()
         if info.field_name == "methods" and v == ["all"]:  # a case's ratios are fractions of weights
-            return available(granularity="weight")
+            from .criteria import all_methods
+
+            return all_methods()
         unknown = [m for m in v if m not in known]
         if unknown:
             raise ValueError(f"unknown method(s) {unknown}; available: {known}"

@@ -331,6 +331,7 @@ def methods() -> None:
     for name in available():
         c = get(name)
         extra = ("" if c.needs_data else " (no data needed)") + (" [removes whole neurons]" if c.granularity == "neuron" else "")
+        extra += "" if c.in_all or c.granularity == "neuron" else " [not in methods = ['all']]"
         click.echo(f"{name:16s} {c.summary}{extra}")
 
 

@@ -41,7 +41,7 @@ from .obs_layer import OBSResult
 from .obs_surgery import Inverse, compact_in_place, surgery
 from .selection import SCOPES, check_ratio, n_to_prune
 
-__all__ = ["MAX_PARAMS", "OBSStats", "OBSNetworkResult", "NetworkOBS", "prepare_network_obs", "obs_network_plan"]
+__all__ = ["MAX_PARAMS", "check_size", "OBSStats", "OBSNetworkResult", "NetworkOBS", "prepare_network_obs", "obs_network_plan"]
 
 #: Default largest number of Linear parameters (weights and biases): H then takes 763 MiB of float64.
 MAX_PARAMS = 10_000
@@ -94,7 +94,7 @@ class OBSNetworkResult(OBSResult):
     stats: OBSStats | None = field(default=None, repr=False)
 
 
-def _check_size(D: int, max_params: int) -> None:
+def check_size(D: int, max_params: int) -> None:
     need = 8 * D * D
     avail = memory_bytes()
     if D > max_params:
@@ -107,11 +107,11 @@ def _check_size(D: int, max_params: int) -> None:
                             f"half of this machine's {bytes_text(avail)}; use obs-layer (layer-wise OBS) instead")
 
 
-def _pools(layout: Layout, scope: str, before: dict[str, torch.Tensor], ratio: float
+def _pools(layout: Layout, scope: str, before: dict[str, torch.Tensor], ratio: float, weights: list[str]
            ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(pool (D,) long, quota (pools,) long)``: each coordinate's pool (-1 for a bias; 0 for every
-    weight with ``scope="global"``, its layer's index with ``"layer"``) and each pool's removals to do."""
-    weights = [n for n in layout.names if layout.layer[n] == n]
+    """``(pool (D,) long, quota (pools,) long)``: each coordinate's pool (-1 for a bias or a weight not in
+    ``weights``, the pruned pool; 0 for every weight of it with ``scope="global"``, its layer's index with
+    ``"layer"``) and each pool's removals to do."""
     ids = {n: (0 if scope == "global" else i) for i, n in enumerate(weights)}
     pool = layout.flatten({n: torch.full(layout.shapes[n], ids.get(n, -1)) for n in layout.names}).long()
     quota = torch.zeros(max(ids.values()) + 1, dtype=torch.long)
@@ -137,10 +137,11 @@ class NetworkOBS:
     the first saliencies."""
 
     def __init__(self, layout: Layout, before: dict[str, torch.Tensor], theta0: torch.Tensor, P: torch.Tensor,
-                 zero: torch.Tensor, act: torch.Tensor, damp: float, rows: int, loss: str, seconds: tuple[float, float]):
+                 zero: torch.Tensor, act: torch.Tensor, damp: float, rows: int, loss: str, seconds: tuple[float, float],
+                 names: list[str] | None = None):
         self.layout, self.before, self.theta0, self.P, self.zero, self.act = layout, before, theta0, P, zero, act
         self.damp, self.rows, self.loss, self.seconds = damp, rows, loss, seconds
-        self.weights = [n for n in layout.names if layout.layer[n] == n]
+        self.weights = [n for n in layout.names if layout.layer[n] == n and (names is None or n in names)]
 
     def scores(self) -> dict[str, torch.Tensor]:
         """``{weight name: w_q^2 / (2 P_qq)}`` (float64, CPU): each live weight's OBS saliency before any
@@ -164,7 +165,7 @@ class NetworkOBS:
         if consume:
             self.P = None
         layout, device = self.layout, self.theta0.device
-        pool, quota = _pools(layout, scope, self.before, ratio)
+        pool, quota = _pools(layout, scope, self.before, ratio, self.weights)
         inv = Inverse(P, self.zero, self.act, pool.to(device)[self.act])
         del P  # inv holds the only reference: its compactions reuse the memory
         t0 = time.perf_counter()
@@ -182,14 +183,16 @@ class NetworkOBS:
 
 
 def prepare_network_obs(model: nn.Module, data, *, damp: float = 0.0, examples: int | None = None,
-                        max_params: int = MAX_PARAMS, batch_size: int | None = None, seed: int = 0) -> NetworkOBS:
+                        max_params: int = MAX_PARAMS, batch_size: int | None = None, seed: int = 0,
+                        names: list[str] | None = None) -> NetworkOBS:
     """The Gauss-Newton matrix of ``model``'s training loss on ``data`` and its inverse, once for any
-    number of :meth:`NetworkOBS.solve` calls (arguments as :func:`obs_network_plan`)."""
+    number of :meth:`NetworkOBS.solve` calls (arguments as :func:`obs_network_plan`; ``names``: the
+    weights that may be removed, default all; the others and the biases only move)."""
     if not isinstance(model, nn.Module):
         raise SciPruneError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     _, damp, examples, max_params, batch_size, seed = _check_options(1, damp, examples, max_params, batch_size, seed)
     layout = network_layout(model)
-    _check_size(layout.size, max_params)
+    check_size(layout.size, max_params)
     if data is None:
         raise SciPruneError("obs needs data: pass (X, Y) (the training set) or an iterable of batches")
     device = device_and_dtype(model)[0]
@@ -212,7 +215,8 @@ def prepare_network_obs(model: nn.Module, data, *, damp: float = 0.0, examples: 
     what = f"the Gauss-Newton matrix H of the {loss} loss over {act.numel()} parameters from {N} rows"
     P, zero = ggn_inverse(H, damp, what, scale=scale, **_WHY.get(loss, {}))
     del H  # P lives in H's memory
-    return NetworkOBS(layout, before, theta0, P, zero, act, damp, N, loss, (t1 - t0, time.perf_counter() - t1))
+    return NetworkOBS(layout, before, theta0, P, zero, act, damp, N, loss, (t1 - t0, time.perf_counter() - t1),
+                      names=names)
 
 
 def obs_network_plan(model: nn.Module, data, ratio: float, *, scope: str = "global", block: int = 1,

@@ -30,7 +30,7 @@ from .study_lock import HASH_CACHE_NAME, open_study
 from .tasks import LoadedTask, build_task, ensure_data
 from .training import TrainConfig
 
-__all__ = ["check_case", "held_study", "check_training_lengths", "study_variants", "study_diagnostics", "study_lines", "rewind_hooks", "train_config", "make_model", "evaluate", "predict_field", "load_task",
+__all__ = ["check_case", "check_networks", "held_study", "check_training_lengths", "study_variants", "study_diagnostics", "study_lines", "rewind_hooks", "train_config", "make_model", "evaluate", "predict_field", "load_task",
            "scratch_spec", "weight_count", "study_attrs", "case_hash", "REGRESSION_METRICS", "CLASSIFICATION_METRICS"]
 
 REGRESSION_METRICS = ("test_mse", "test_mse_clean", "test_rel_l2_clean", "field_nrmse", "train_mse")
@@ -64,6 +64,31 @@ def check_case(case: Case, *, local: bool = True) -> None:
                           "task's validation split, and data.val_fraction = 0; set data.val_fraction > 0")
     if d.kind != "pdebench" or Path(d.file).is_file():
         check_training_lengths(case)  # a file still to be generated is checked once made, before any training
+    check_networks(case)
+
+
+def check_networks(case: Case) -> None:
+    """Each method that limits the networks it takes (a criterion's ``check_network``, e.g. whole-network
+    ``obs``) accepts every architecture of ``case`` with its options, checked on the untrained networks
+    (on the meta device: no memory) before any training; the task's input and output sizes come from
+    the data (PDEBench: (x, t) -> u; a classification source is read)."""
+    from .criteria import get
+
+    checks = {m: get(m).check_network for _, m, _ in case.prune.variants if get(m).check_network is not None}
+    if not checks:
+        return
+    if case.data.kind == "pdebench":
+        n_in, n_out = 2, 1
+    else:
+        task = build_task(case.data, noise_kind="none", noise_level=0.0, seed=case.seeds[0], dtype=torch.float32).task
+        n_in, n_out = task.in_features, task.out_features
+    for arch, spec in case.models.items():
+        model = make_model(spec, n_in, n_out, 0, device="meta", dtype=torch.float32)
+        for method, check in checks.items():
+            try:
+                check(model, case.prune.options.get(method, {}))
+            except SciPruneError as err:
+                raise ConfigError(f"prune.methods: {method} on architecture {arch!r}: {err}") from None
 
 
 def check_training_lengths(case: Case, n_train: int | None = None) -> None:

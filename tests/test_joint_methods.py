@@ -274,8 +274,8 @@ def test_bad_options_are_one_line_errors(options, needle):
 # --- studies: sciprune run and sciprune sweep ---------------------------------------------------------
 
 CUBIC = {"kind": "cubic", "n_updates": 2, "every": 2, "start_step": 1}
-PRUNE = {"methods": ["obs-layer", "ec"], "no_compensate": ["obs-layer"], "ratios": [0.5, 0.8],
-         "options": {"obs-layer": {"damp": DAMP}}, "schedule": {"kind": "multi-step", "steps": 2},
+PRUNE = {"methods": ["obs-layer", "ec", "obs"], "no_compensate": ["obs-layer"], "ratios": [0.5, 0.8],
+         "options": {"obs-layer": {"damp": DAMP}, "obs": {"damp": 1e-6, "block": 2}}, "schedule": {"kind": "multi-step", "steps": 2},
          "procedures": {"obs-iter": {"method": "obs-layer", "schedule": {"kind": "iterative", "fraction": 0.5,
                                                                           "budget_epochs": 1}},
                         "obs-cubic": {"method": "obs-layer", "schedule": CUBIC}}}
@@ -306,7 +306,7 @@ def test_studies_run_obs_layer_as_the_library_does(studies):
     at = {"arch": "model", "noise": 0.0, "seed": 0}
     for ratio in PRUNE["ratios"]:
         for label, method, compensate in (("obs-layer", "obs-layer", None), ("obs-layer-noshift", "obs-layer", False),
-                                          ("ec", "ec", None)):
+                                          ("ec", "ec", None), ("obs", "obs", None)):
             model = copy.deepcopy(dense)
             sciprune.prune_scheduled(model, method, ratio, t, schedule=PRUNE["schedule"], compensate=compensate, seed=0,
                                      **PRUNE["options"].get(method, {}))

@@ -10,6 +10,7 @@ from ._registry import (
     Solution,
     Solver,
     Stacked,
+    all_methods,
     available,
     get,
     granularity_of,
@@ -19,4 +20,4 @@ from ._registry import (
 )
 
 __all__ = ["Criterion", "ScoreResult", "Solution", "Solver", "GRANULARITIES", "Resident", "Stacked", "available",
-           "get", "granularity_of", "is_joint", "register", "register_batched"]
+           "all_methods", "get", "granularity_of", "is_joint", "register", "register_batched"]

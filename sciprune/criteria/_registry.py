@@ -23,7 +23,8 @@ from torch import nn
 from ..errors import SciPruneError
 
 __all__ = ["Criterion", "ScoreResult", "Solution", "Solver", "GRANULARITIES", "Resident", "Stacked", "register",
-           "register_batched", "get", "available", "granularity_of", "is_joint", "restoring_registry"]
+           "register_batched", "get", "available", "granularity_of", "is_joint", "all_methods",
+           "restoring_registry"]
 
 #: What one score rates: one weight entry, or one hidden neuron (see :mod:`sciprune.neurons`).
 GRANULARITIES = ("weight", "neuron")
@@ -75,7 +76,10 @@ class Criterion:
     entry, the default) or ``"neuron"`` (one per hidden neuron; ``names`` are then the hidden layers'
     weights and selection removes whole neurons, :mod:`sciprune.neurons`). ``joint``: ``compute``
     returns a :class:`ScoreResult` with a solver (``solve``) that chooses the masks and the parameter
-    updates together (weight granularity only).
+    updates together (weight granularity only). ``in_all``: part of a study's ``methods = ["all"]``
+    (False for a method whose cost limits the networks it takes). ``check_network(model, options)``:
+    raises a one-line :class:`SciPruneError` when the method cannot prune a network of ``model``'s
+    architecture with ``options`` (run at case load on the untrained network, before any training).
     """
 
     name: str
@@ -86,6 +90,8 @@ class Criterion:
     granularity: str = "weight"
     batched: Callable[..., ScoreResult | None] | None = None
     joint: bool = False
+    in_all: bool = True
+    check_network: Callable[[nn.Module, dict], None] | None = None
 
 
 class Resident(NamedTuple):
@@ -132,9 +138,11 @@ _REGISTRY: dict[str, Criterion] = {}
 
 
 def register(name: str, *, summary: str, needs_data: bool, options: dict[str, str] | None = None,
-             granularity: str = "weight", joint: bool = False):
+             granularity: str = "weight", joint: bool = False, in_all: bool = True,
+             check_network: Callable[[nn.Module, dict], None] | None = None):
     """Decorator registering ``compute`` under ``name``; ``granularity`` is ``"weight"`` or ``"neuron"``;
-    ``joint=True``: ``compute`` returns a solver with its scores (:class:`ScoreResult` ``solve``)."""
+    ``joint=True``: ``compute`` returns a solver with its scores (:class:`ScoreResult` ``solve``);
+    ``in_all`` and ``check_network`` as in :class:`Criterion`."""
     if not isinstance(granularity, str) or granularity not in GRANULARITIES:
         raise SciPruneError(f"criterion {name!r}: granularity must be one of {GRANULARITIES}, got {granularity!r}")
     if joint and granularity != "weight":
@@ -143,7 +151,8 @@ def register(name: str, *, summary: str, needs_data: bool, options: dict[str, st
     def deco(fn: Callable[..., ScoreResult]) -> Callable[..., ScoreResult]:
         if name in _REGISTRY:
             raise RuntimeError(f"criterion {name!r} registered twice")
-        _REGISTRY[name] = Criterion(name, summary, fn, needs_data, dict(options or {}), granularity, joint=bool(joint))
+        _REGISTRY[name] = Criterion(name, summary, fn, needs_data, dict(options or {}), granularity, joint=bool(joint),
+                                    in_all=bool(in_all), check_network=check_network)
         return fn
 
     return deco
@@ -219,12 +228,18 @@ def granularity_of(name) -> str:
 
 def available(granularity: str | None = None) -> list[str]:
     """Names of the registered criteria, sorted; only those of ``granularity`` (``"weight"`` or
-    ``"neuron"``) when given. A study's ``methods = ["all"]`` means the weight criteria: its ratios are
-    fractions of weights, and a neuron criterion's ratio is a fraction of neurons."""
+    ``"neuron"``) when given."""
     _load_all()
     if granularity is not None and granularity not in GRANULARITIES:
         raise SciPruneError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
     return sorted(n for n, c in _REGISTRY.items() if granularity is None or c.granularity == granularity)
+
+
+def all_methods() -> list[str]:
+    """What a study's ``methods = ["all"]`` runs: the weight criteria (its ratios are fractions of
+    weights; a neuron criterion's is a fraction of neurons) registered with ``in_all`` (not those whose
+    cost limits the networks they take, such as whole-network ``obs``)."""
+    return [n for n in available(granularity="weight") if _REGISTRY[n].in_all]
 
 
 def _load_all() -> None:
