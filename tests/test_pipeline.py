@@ -8,6 +8,7 @@ import xarray as xr
 from click.testing import CliRunner
 
 import sciprune
+from sciprune import criteria
 from sciprune.cli import cli
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -36,7 +37,7 @@ def test_reduced_quickstart_end_to_end(tmp_path, monkeypatch):
     assert (tmp_path / "data" / "diffusion_sorption_quickstart.h5").exists()
     out = tmp_path / "runs" / "quickstart"
     ds = xr.open_dataset(out / "results.nc", engine="h5netcdf").load()
-    assert dict(ds.sizes) == {"arch": 1, "noise": 1, "seed": 2, "method": len(sciprune.methods("weight")), "ratio": 2, "stage": 2}
+    assert dict(ds.sizes) == {"arch": 1, "noise": 1, "seed": 2, "method": len(criteria.all_methods()), "ratio": 2, "stage": 2}
     assert list(ds["stage"].values) == ["pruned", "finetuned"]
     for v in ("test_mse", "test_mse_clean", "field_nrmse", "dense_test_mse"):
         assert np.isfinite(ds[v].values).all(), v
