@@ -22,7 +22,8 @@ from torch.func import functional_call, grad, hessian, jacrev
 
 import sciprune
 from sciprune.config import parse_case
-from sciprune.criteria._loss_models import weight_ggn_diagonal
+from sciprune.chain import Walker
+from sciprune.criteria._loss_models import loss_model_terms, mean_gradient, weight_ggn_diagonal
 from sciprune.errors import ConfigError, SciPruneError
 from sciprune.masks import get_masks, prunable_names
 
@@ -275,3 +276,33 @@ def test_scores_are_float64_for_a_float32_model_and_close_to_float64():
     for n in want:
         assert got[n].dtype == F64
         np.testing.assert_allclose(got[n].numpy(), want[n].numpy(), rtol=1e-3, atol=1e-6 * float(want[n].max()))
+
+
+@pytest.mark.parametrize("task", ["mse", "cross_entropy"])
+def test_fused_walk_gradient_equals_autograd_and_diagonal_alone(task):
+    """QM's one walk of C + 1 cotangents gives autograd's mean gradient and the diagonal-only walk's
+    ``d`` (1e-12), on a pruned network, whatever the batching."""
+    model = _model(3 if task == "cross_entropy" else 2)
+    sciprune.prune(model, "magnitude", 0.3)
+    X, Y = _classification(n=23) if task == "cross_entropy" else _regression(n=23)
+    names = prunable_names(model)
+    want_g = mean_gradient(model, sciprune.batches.as_batches((X, Y)), names)
+    want_d = weight_ggn_diagonal(model, sciprune.batches.as_batches((X, Y)), names)
+    for bs in (None, 5):
+        g, d = loss_model_terms(model, sciprune.batches.as_batches((X, Y), batch_size=bs), names, grad=True, diag=True)
+        _close_dicts(g, want_g, rtol=1e-12, what=f"g, batch {bs}")
+        _close_dicts(d, want_d, rtol=1e-12, what=f"d, batch {bs}")
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_one_forward_pass_per_batch(method, monkeypatch):
+    """The cost claim: OBD and QM walk the chain once per batch (QM's gradient rides along as one more
+    cotangent), LM runs one autograd forward and backward."""
+    calls = []
+    forward = Walker.forward
+    monkeypatch.setattr(Walker, "forward", lambda self, x, **k: calls.append("walk") or forward(self, x, **k))
+    model = _model()
+    model.register_forward_pre_hook(lambda mod, inp: calls.append("module"))
+    X, Y = _regression(n=12)
+    sciprune.scores(model, method, (X, Y), batch_size=5)
+    assert len(calls) == 3  # 12 rows in batches of 5

@@ -14,7 +14,9 @@ cross-entropy mean over samples, :mod:`sciprune.losses`) and ``d`` the exact dia
 Gauss-Newton matrix ``G = (1/N) sum_n J_n^T H_n J_n`` (:func:`sciprune.curvature.ggn_diagonal`):
 ``H_n = diag(p) - p p^T`` for cross-entropy (``G`` is then the true Fisher), ``H_n = (2/C) I`` for
 MSE over C outputs, i.e. ``d_i = (2 / (N C)) sum_{n,c} (dy_nc / d theta_i)^2``. Both are taken over
-the same rows: all of them, or ``examples`` rows drawn without replacement (:func:`select_examples`).
+the same rows: all of them, or ``examples`` rows drawn without replacement (:func:`select_examples`),
+and from one forward pass and one backward walk of C + 1 cotangents (the C columns of the output
+Hessian's square root, and ``dl/dy``; :func:`sciprune.curvature._ggn_diag.walk_loss`).
 """
 
 from __future__ import annotations
@@ -25,12 +27,12 @@ import torch
 from .. import losses
 from ..batches import Batches
 from ..checks import check_number, check_positive_int
-from ..curvature import ggn_diagonal
+from ..curvature._ggn_diag import loss_terms
 from ..errors import SciPruneError
 from ._registry import ScoreResult
 
-__all__ = ["EXAMPLES_OPTION", "LOCALITY_OPTION", "check_locality", "loss_model_scores", "mean_gradient",
-           "select_examples", "summed_gradient", "weight_ggn_diagonal"]
+__all__ = ["EXAMPLES_OPTION", "LOCALITY_OPTION", "check_locality", "drawn_rows", "loss_model_scores", "loss_model_terms",
+           "mean_gradient", "select_examples", "summed_gradient", "weight_ggn_diagonal", "weight_scores"]
 
 #: The ``examples`` option as ``sciprune methods`` lists it.
 EXAMPLES_OPTION = {"examples": "int >= 1 or None (default: all rows); that many training rows drawn without "
@@ -51,6 +53,14 @@ def _row_count(batches: Batches) -> int:
     return sum(int(X.shape[0]) for X, _ in batches)  # one extra pass over an iterable's batches
 
 
+def drawn_rows(N: int, examples: int, generator: torch.Generator) -> torch.Tensor:
+    """The ``examples`` rows (< N) the draw keeps, as a boolean mask over the N rows: the first
+    ``examples`` entries of ``torch.randperm(N, generator=generator)``."""
+    keep = torch.zeros(N, dtype=torch.bool)
+    keep[torch.randperm(N, generator=generator)[:examples]] = True
+    return keep
+
+
 def select_examples(batches: Batches, examples, generator: torch.Generator) -> Batches | list:
     """The rows the curvature and gradient are taken over.
 
@@ -65,8 +75,7 @@ def select_examples(batches: Batches, examples, generator: torch.Generator) -> B
     N = _row_count(batches)
     if examples >= N:
         return batches
-    keep = torch.zeros(N, dtype=torch.bool)
-    keep[torch.randperm(N, generator=generator)[:examples]] = True
+    keep = drawn_rows(N, examples, generator)
     out, start = [], 0
     for X, Y in batches:
         k = keep[start:start + X.shape[0]].to(X.device)
@@ -108,20 +117,34 @@ def mean_gradient(model: torch.nn.Module, batches, names: list[str]) -> dict[str
     return {n: t / count for n, t in total.items()}
 
 
+def loss_model_terms(model: torch.nn.Module, batches, names: list[str], *, grad: bool, diag: bool
+                     ) -> tuple[dict[str, torch.Tensor] | None, dict[str, torch.Tensor] | None]:
+    """``(g, d)`` (float64, None where not asked for) over every row of ``batches``, from one walk of the
+    chain: the mean gradient ``g`` (:func:`mean_gradient`'s) and the exact GGN diagonal ``d`` (0 at
+    pruned entries), the loss chosen by the targets as in training."""
+    d, g = loss_terms(model, batches, loss=_loss_name(batches), names=names, diagonal=diag, gradient=grad)
+    return g, d
+
+
 def weight_ggn_diagonal(model: torch.nn.Module, batches, names: list[str]) -> dict[str, torch.Tensor]:
     """The exact GGN diagonal of the training loss over ``batches`` for the weights ``names`` (float64;
     0 at pruned entries), the loss chosen by the targets as in training."""
-    d = ggn_diagonal(model, batches, loss=_loss_name(batches), names=names)
-    return {n: d[n].to(torch.float64) for n in names}
+    return loss_model_terms(model, batches, names, grad=False, diag=True)[1]
 
 
 def loss_model_scores(model: torch.nn.Module, names: list[str], *, grad: dict[str, torch.Tensor] | None,
                       diag: dict[str, torch.Tensor] | None, locality: float = 0.0) -> ScoreResult:
     """``r = |-g W + 1/2 d W^2| + 1/2 lambda W^2`` per weight (float64); ``grad``/``diag`` None mean 0."""
     params = dict(model.named_parameters())
+    return weight_scores({n: params[n].detach() for n in names}, grad=grad, diag=diag, locality=locality)
+
+
+def weight_scores(weights: dict[str, torch.Tensor], *, grad: dict[str, torch.Tensor] | None,
+                  diag: dict[str, torch.Tensor] | None, locality: float = 0.0) -> ScoreResult:
+    """:func:`loss_model_scores` for given weights (any shape, e.g. (M, out, in) for a stack of members)."""
     out = {}
-    for n in names:
-        W = params[n].detach().to(torch.float64)
+    for n, W in weights.items():
+        W = W.to(torch.float64)
         r = torch.zeros_like(W)
         if grad is not None:
             r -= grad[n] * W

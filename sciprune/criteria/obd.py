@@ -9,7 +9,8 @@ samples and C outputs), over all training rows or ``examples`` of them (:mod:`._
 from __future__ import annotations
 
 from ._loss_models import EXAMPLES_OPTION, loss_model_scores, select_examples, weight_ggn_diagonal
-from ._registry import ScoreResult, register
+from ._loss_models_batched import batched_loss_model_scores
+from ._registry import ScoreResult, Stacked, register, register_batched
 
 
 @register("obd", summary="1/2 diag(GGN) W^2: Optimal Brain Damage with the exact Gauss-Newton diagonal",
@@ -17,3 +18,9 @@ from ._registry import ScoreResult, register
 def obd(model, batches, names, generator, *, examples=None) -> ScoreResult:
     rows = select_examples(batches, examples, generator)
     return loss_model_scores(model, names, grad=None, diag=weight_ggn_diagonal(model, rows, names))
+
+
+@register_batched("obd")
+def obd_batched(stack: Stacked, *, examples=None) -> ScoreResult:
+    """OBD of M members at once: one stacked forward pass, C cotangents back per chunk."""
+    return batched_loss_model_scores(stack, examples, grad=False, diag=True)

@@ -16,6 +16,8 @@ in one pass over the rows; the built-in ones (:data:`BATCHED_METHODS`, each in i
   ``S0 = sum_n G``, ``S1 = G^T (a - c)``, ``S2 = G^T (a - c)^2`` as ``torch.bmm`` per layer and chunk
   (``c``: each member's mean input over the first chunk, as in the single-model pass), summed in
   float64; then ``I = W^2 (S2 - S1^2/S0)/N`` and ``db = W S1/S0`` (Ballini et al. 2026, Sec. 3);
+* ``obd``, ``lm`` and ``qm``: a stacked forward and one walk of the C (+1) cotangents of the loss
+  (:mod:`sciprune.criteria._loss_models_batched`), each member on its own rows;
 * ``compensate=True`` for a criterion without shifts: the EC shifts from the same batched pass
   (:func:`sciprune.criteria.ec.batched_compensation_shifts`).
 
