@@ -5,7 +5,8 @@
 
 For each architecture and noise level, mean +- standard deviation over seeds, per variant and ratio:
 the fine-tuned test metric (accuracy for classification, clean-target MSE for regression), the top
-Hessian eigenvalue, the PSP L2 norm and the second-order PSP-entropy of the first hidden layer; and
+Hessian eigenvalue, the PSP L2 norm and the second-order PSP-entropy of the first hidden layer, the
+achieved sparsity of the variants that stop below the ratio (LOBSTER thresholded to each ratio); and
 for each loss line, the barrier: the highest test loss along the line minus the higher of its two ends.
 """
 
@@ -42,6 +43,10 @@ def tables(folder: Path) -> None:
             print(f"\ndense {metric}: {float(ds[f'dense_{metric}'].sel(at).mean()):.4g}; dense top eigenvalue: "
                   f"{float(ds['dense_hessian_eig'].sel(at).sel(eig=1).mean()):.3g}" if "dense_hessian_eig" in ds else "")
             _table(ds[metric].sel(at).sel(stage="finetuned"), f"fine-tuned {metric}")
+            short = [m for m in ds["method"].values
+                     if (ds["sparsity"].sel(at).sel(method=m) < ds["ratio"] - 1e-9).any()]
+            if short:  # variants whose sparsity emerges (LOBSTER) may stop below the ratio
+                _table(ds["sparsity"].sel(at).sel(method=short), "achieved sparsity where below the ratio")
             if "hessian_eig" in ds:
                 _table(ds["hessian_eig"].sel(at).sel(eig=1), "top Hessian eigenvalue of the training loss")
             if "psp_norm" in ds:
