@@ -17,6 +17,9 @@ Each table becomes one more value of the results' ``method`` coordinate, run at 
     [prune.procedures.lobster]          # LOBSTER from scratch, thresholded on the validation split and
     lobster = { lam = 1e-4, twt = 0.05, pwe = 20 }      # capped at each ratio (sciprune.study_lobster)
     start = "init"
+    [prune.procedures.qm-local]         # the same method with criterion options of its own, used at
+    method = "qm"                       # every scoring step in place of [prune.options.qm]
+    options = { locality = 1e-3 }
 """
 
 from __future__ import annotations
@@ -61,6 +64,7 @@ class ProcedureSpec(_Frozen):
     control: Optional[Literal["reinit", "random-mask"]] = None
     of: Optional[str] = None
     lobster: Optional[dict] = None
+    options: Optional[dict] = None
 
     @field_validator("lobster")
     @classmethod
@@ -81,10 +85,12 @@ class ProcedureSpec(_Frozen):
 
     @model_serializer(mode="wrap")
     def _dump(self, handler):
-        """Without ``lobster`` when unset, so that the other procedures' results keys stay what they were."""
+        """Without ``lobster`` or ``options`` when unset, so that the other procedures' results keys (and the
+        case hash) stay what they were."""
         out = handler(self)
-        if self.lobster is None:
-            out.pop("lobster", None)
+        for key in ("lobster", "options"):
+            if getattr(self, key) is None:
+                out.pop(key, None)
         return out
 
     @field_validator("method")
@@ -106,7 +112,8 @@ class ProcedureSpec(_Frozen):
         from .engine import Procedure
 
         return Procedure(schedule=self.schedule, start=self.start, rewind=self.rewind, control=self.control,
-                         of=self.of, lobster=None if self.lobster is None else dict(self.lobster))
+                         of=self.of, lobster=None if self.lobster is None else dict(self.lobster),
+                         options=None if self.options is None else dict(self.options))
 
 
 class PruneSpec(_Frozen):
@@ -237,6 +244,8 @@ class PruneSpec(_Frozen):
                 check_procedure(spec.procedure(), self.schedule, where=where)
             except SciPruneError as err:
                 raise _Bad(where, str(err)) from None
+            if spec.options is not None:
+                _check_method_options(spec.method, spec.options, where=f"{where}.options")
             if spec.of is not None:
                 ref = self.procedures.get(spec.of)
                 ref_schedule = ref.schedule if ref is not None and ref.schedule is not None else self.schedule
@@ -247,9 +256,11 @@ class PruneSpec(_Frozen):
                                               "control, lobster or cubic schedule)")
 
 
-def _check_method_options(method: str, options: dict) -> None:
+def _check_method_options(method: str, options: dict, *, where: str | None = None) -> None:
     """The criterion's options of ``method`` (the registry's names), then their values: a one-weight
-    network is scored with them, through the same checks as the study's scoring after training."""
+    network is scored with them, through the same checks as the study's scoring after training.
+    ``where``: the key named in an error (default ``options.<method>``)."""
+    where = f"options.{method}" if where is None else where
     import torch
 
     from .criteria import get
@@ -259,8 +270,8 @@ def _check_method_options(method: str, options: dict) -> None:
     allowed = get(method).options  # the registry's list, as sciprune methods shows it
     extra = sorted(set(options) - set(allowed))
     if extra:  # score_result would also take names/seed/batch_size, which the study sets itself
-        raise _Bad(f"options.{method}", f"unknown option(s) {extra} for method {method!r}; allowed: "
-                                        f"{', '.join(sorted(allowed)) or 'none'}")
+        raise _Bad(where, f"unknown option(s) {extra} for method {method!r}; allowed: "
+                          f"{', '.join(sorted(allowed)) or 'none'}")
     model = MLP(1, [], 1, seed=0)
     # two samples: one would make a layer's input Hessian singular (obs-layer with damp = 0)
     data = (torch.tensor([[0.5], [-0.25]]), torch.tensor([[0.25], [0.0]]))
@@ -273,6 +284,6 @@ def _check_method_options(method: str, options: dict) -> None:
         else:
             score_result(model, method, data, **options)
     except SciPruneError as err:
-        raise _Bad(f"options.{method}", str(err)) from None
+        raise _Bad(where, str(err)) from None
     except Exception as err:  # a criterion that does not check a value's type itself
-        raise _Bad(f"options.{method}", f"invalid option value(s): {type(err).__name__}: {_short(err)}") from None
+        raise _Bad(where, f"invalid option value(s): {type(err).__name__}: {_short(err)}") from None

@@ -115,14 +115,18 @@ class _Stepper:
     def proc(self) -> Procedure:
         return self.variant.procedure
 
+    @property
+    def options(self) -> dict:
+        """The criterion options of every scoring step: the procedure's own, else the study's for the method."""
+        return self.proc.criterion_options(self.planner.options, self.variant.method)
+
     def first(self):
         """The dense network's plan for this variant (cached by the planner): step 0's scores."""
-        return self.planner(self.variant.method, self.variant.compensate)
+        return self.planner(self.variant.method, self.variant.compensate, self.options)
 
     def prune(self, k: int) -> PruneReport:
         p = self.first() if k == 0 else plan(self.model, self.variant.method, self.planner.data,
-                                           compensate=self.variant.compensate, seed=self.planner.seed,
-                                           **self.planner.options.get(self.variant.method, {}))
+                                           compensate=self.variant.compensate, seed=self.planner.seed, **self.options)
         self.report = apply_plan(self.model, p, self.targets[k], scope=self.scope)
         self.steps[k].sparsity = float(self.report.achieved)
         return self.report
@@ -145,7 +149,7 @@ class _Cubic:
     def __init__(self, stepper: _Stepper, schedule: Cubic, planner: Planner, evaluate: Evaluate, keep) -> None:
         v = stepper.variant
         self.gp = GradualPruning(v.method, v.ratio, planner.data, schedule=schedule, scope=stepper.scope,
-                                 compensate=v.compensate, seed=planner.seed, **planner.options.get(v.method, {}))
+                                 compensate=v.compensate, seed=planner.seed, **stepper.options)
         self.stepper, self.evaluate, self.done = stepper, evaluate, -1
         self.updates = self.gp.schedule.update_steps()
         self.record = set(kept_steps(keep, len(stepper.targets))) | {len(stepper.targets) - 1}
@@ -244,7 +248,7 @@ def prune_and_train(planner: Planner, variants: Sequence[Variant], *, schedule, 
     keep = check_keep_steps(keep)
     scheds = [check_procedure(v.procedure, schedule, where=f"procedure of {v.label!r}") for v in variants]
     n_train = int(_resolve(planner.data, None)[0].shape[0])
-    special = [v.procedure for v in variants if v.procedure != Procedure()]
+    special = [v.procedure for v in variants if replace(v.procedure, options=None) != Procedure()]
     if special and (train_config is None or init is None):
         raise SciPruneError("procedures (start, rewind, controls) need train_config and init")
     needed = {p.rewind for p in special if p.rewind} - set(snapshots or {})

@@ -74,7 +74,13 @@ def check_networks(case: Case) -> None:
     the data (PDEBench: (x, t) -> u; a classification source is read)."""
     from .criteria import get
 
-    checks = {m: get(m).check_network for _, m, _ in case.prune.variants if get(m).check_network is not None}
+    p = case.prune
+    checks = {}  # (method, its options in one variant) -> the criterion's check; a procedure's own options
+    for label, m, _ in p.variants:
+        if get(m).check_network is not None:
+            opts = p.procedure(label).criterion_options(p.options, m)
+            where = f"prune.procedures.{label}" if label in p.procedures else "prune.methods"
+            checks.setdefault((m, json.dumps(opts, sort_keys=True)), (where, m, opts, get(m).check_network))
     if not checks:
         return
     if case.data.kind == "pdebench":
@@ -84,11 +90,11 @@ def check_networks(case: Case) -> None:
         n_in, n_out = task.in_features, task.out_features
     for arch, spec in case.models.items():
         model = make_model(spec, n_in, n_out, 0, device="meta", dtype=torch.float32)
-        for method, check in checks.items():
+        for where, method, opts, check in checks.values():
             try:
-                check(model, case.prune.options.get(method, {}))
+                check(model, opts)
             except SciPruneError as err:
-                raise ConfigError(f"prune.methods: {method} on architecture {arch!r}: {err}") from None
+                raise ConfigError(f"{where}: {method} on architecture {arch!r}: {err}") from None
 
 
 def check_training_lengths(case: Case, n_train: int | None = None) -> None:

@@ -41,6 +41,9 @@ class Procedure:
     ``beta`` for :class:`~sciprune.lobster.ScaledLobster`): the variant trains with it from ``start``
     (``"init"``: the ``train`` settings; ``"trained"``: the ``finetune`` settings), thresholded on the
     task's validation set and capped at the variant's ratio (:mod:`sciprune.study_lobster`).
+    ``options``: the variant's criterion options (``locality``, ``examples``, ...), used at its every
+    scoring step in place of the study's options of its method (None: those, ``[prune.options.<method>]``),
+    so that one method runs with several settings side by side (Laurent et al. 2020's lambda grid).
     """
 
     schedule: dict | None = None
@@ -49,6 +52,11 @@ class Procedure:
     control: str | None = None
     of: str | None = None
     lobster: dict | None = None
+    options: dict | None = None
+
+    def criterion_options(self, study_options: dict[str, dict], method: str) -> dict:
+        """The criterion options this procedure's scoring of ``method`` uses: its own, else the study's."""
+        return dict(self.options) if self.options is not None else dict(study_options.get(method, {}))
 
 
 @dataclass(frozen=True)
@@ -95,19 +103,22 @@ def check_procedure(proc: Procedure, study_schedule, *, where: str = "procedure"
         from .study_lobster import check_lobster
 
         check_lobster(proc.lobster, where=f"{where}.lobster")
-        if proc.schedule is not None or proc.rewind is not None or proc.control is not None or proc.of is not None:
+        if (proc.schedule is not None or proc.rewind is not None or proc.control is not None or proc.of is not None
+                or proc.options is not None):
             raise SciPruneError(f"{where}: lobster prunes by its own thresholding during one training; give it no "
-                                "schedule, rewind, control or of")
+                                "schedule, rewind, control, of or options")
         return OneShot()
     if proc.control is not None:
         if proc.control not in CONTROLS:
             raise SciPruneError(f"{where}.control must be one of {list(CONTROLS)}, got {proc.control!r}")
         if not isinstance(proc.of, str) or not proc.of:
             raise SciPruneError(f"{where}.of: a control names the variant whose final masks it takes")
-        if proc.schedule is not None or proc.rewind is not None or proc.start != "trained":
+        if proc.schedule is not None or proc.rewind is not None or proc.start != "trained" or proc.options is not None:
             raise SciPruneError(f"{where}: a control ({proc.control}) takes its masks from {proc.of!r}; give it no "
-                                "schedule, rewind or start")
+                                "schedule, rewind, start or options")
         return OneShot()
+    if proc.options is not None and not isinstance(proc.options, dict):
+        raise SciPruneError(f"{where}.options must be a dict of criterion options, got {type(proc.options).__name__}")
     if proc.of is not None:
         raise SciPruneError(f"{where}.of names the variant a control copies; set control too")
     if proc.start == "init" and not isinstance(sched, Cubic):
