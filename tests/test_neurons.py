@@ -276,7 +276,7 @@ def test_a_case_with_a_neuron_method_runs_through_plan_and_apply_plan(tmp_path, 
     r = invoke(["run", case, "--quiet"])
     assert r.exit_code == 0, r.output
     ds = read_dataset(tmp_path / "out" / "results.nc")
-    assert float(ds["sparsity"].sel(method="neuron-magnitude").max()) == 0.5
+    assert float(ds["sparsity"].sel({"method": "neuron-magnitude"}).max()) == 0.5
 
 
 @pytest.mark.parametrize("prune,key,needle", [
