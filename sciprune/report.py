@@ -14,6 +14,7 @@ import numpy as np
 import xarray as xr
 
 from .errors import DataFormatError, SciPruneError
+from .report_diagnostics import fmt as _fmt, is_real as _is_real
 from .results import atomic_path
 
 __all__ = ["report", "ranking", "default_metric"]
@@ -48,10 +49,6 @@ def ranking(ds: xr.Dataset, metric: str) -> xr.Dataset:
     # rank = 1 + number of methods strictly better in the same cell
     rank = (filled.rename(method="other") < filled).sum("other") + 1
     return xr.Dataset({"mean": mean, "std": std, "rank": rank.transpose(*mean.dims)})
-
-
-def _fmt(x: float) -> str:
-    return "n/a" if not np.isfinite(x) else f"{x:.3g}"
 
 
 def _summary(ds: xr.Dataset, metric: str, ranks: xr.Dataset, figures: list[str]) -> str:
@@ -136,10 +133,6 @@ def _read(results: Path) -> xr.Dataset:
         reason = " ".join(f"{type(err).__name__}: {err}".split())[:160]
         raise DataFormatError(f"{results}: not a readable NetCDF4 results file ({reason}); "
                               "sciprune run and sciprune sweep write <output>/results.nc") from None
-
-
-def _is_real(values: np.ndarray) -> bool:
-    return values.dtype != bool and (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating))
 
 
 def _check_study(ds: xr.Dataset, results: Path) -> None:

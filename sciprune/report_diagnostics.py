@@ -21,6 +21,16 @@ import xarray as xr
 
 from .errors import DataFormatError
 
+
+def fmt(x: float) -> str:
+    """A table cell: three significant digits, "n/a" for a missing value."""
+    return "n/a" if not np.isfinite(x) else f"{x:.3g}"
+
+
+def is_real(values: np.ndarray) -> bool:
+    """Whether an array holds real numbers (integers or floats, not booleans)."""
+    return values.dtype != bool and (np.issubdtype(values.dtype, np.integer) or np.issubdtype(values.dtype, np.floating))
+
 __all__ = ["expected_dims", "check_diagnostics", "plan", "Plan", "barrier"]
 
 _LEAD = ("arch", "noise", "seed")
@@ -50,13 +60,12 @@ def expected_dims() -> dict[str, tuple[str, ...]]:
 def check_diagnostics(ds: xr.Dataset, results: Path) -> None:
     """Each diagnostics variable present holds numbers on its dimensions, which have unique labels
     (``alpha``: finite numbers); else one :class:`DataFormatError` line naming the variable."""
-    from .report import _is_real
 
     for name, dims in expected_dims().items():
         if name not in ds:
             continue
         v = ds[name]
-        if set(v.dims) != set(dims) or len(v.dims) != len(dims) or not _is_real(v.values):
+        if set(v.dims) != set(dims) or len(v.dims) != len(dims) or not is_real(v.values):
             raise DataFormatError(f"{results}: variable {name!r} must hold numbers on dims {list(dims)}, "
                                   f"got {v.dtype} on {list(v.dims)}")
         for dim in [d for d in dims if d in _INNER]:
@@ -65,7 +74,7 @@ def check_diagnostics(ds: xr.Dataset, results: Path) -> None:
                                       "coordinate labels")
     if any(n in ds for n in _LINES):
         a = ds["alpha"].values
-        if not _is_real(a) or not np.all(np.isfinite(a)):
+        if not is_real(a) or not np.all(np.isfinite(a)):
             raise DataFormatError(f"{results}: the 'alpha' labels of the loss lines must be finite numbers, "
                                   f"got {a.tolist()[:10]}")
 
@@ -91,9 +100,8 @@ def _stats(v: xr.DataArray) -> tuple[xr.DataArray, xr.DataArray | None]:
 
 
 def _cell(mean: float, std: float | None) -> str:
-    from .report import _fmt
 
-    return _fmt(mean) + ("" if std is None else f" ± {_fmt(std)}")
+    return fmt(mean) + ("" if std is None else f" ± {fmt(std)}")
 
 
 def _table(v: xr.DataArray, row_dims: tuple[str, ...]) -> list[str]:
