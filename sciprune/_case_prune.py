@@ -272,7 +272,8 @@ def _check_method_options(method: str, options: dict, *, where: str | None = Non
     if extra:  # score_result would also take names/seed/batch_size, which the study sets itself
         raise _Bad(where, f"unknown option(s) {extra} for method {method!r}; allowed: "
                           f"{', '.join(sorted(allowed)) or 'none'}")
-    model = MLP(1, [], 1, seed=0)
+    # a neuron method needs a hidden layer; a weight method is checked on one weight
+    model = MLP(1, [2], 1, seed=0) if get(method).granularity == "neuron" else MLP(1, [], 1, seed=0)
     # two samples: one would make a layer's input Hessian singular (obs-layer with damp = 0)
     data = (torch.tensor([[0.5], [-0.25]]), torch.tensor([[0.25], [0.0]]))
     try:

@@ -260,9 +260,11 @@ def test_neuron_plan_shapes_and_score_result():
 # ----------------------------------------------------------------------------- a case file
 
 @pytest.mark.slow
-def test_a_case_with_a_neuron_method_runs_through_plan_and_apply_plan(tmp_path, monkeypatch):
-    """``prune.methods = ["neuron-magnitude", ...]`` in a case file: the ratio is a neuron ratio and the
-    recorded sparsity is the neuron sparsity (the 2-4-1 tiny case: 2 of 4 hidden neurons at 0.5)."""
+@pytest.mark.parametrize("method,options", [("neuron-magnitude", {}), ("taylor-neuron", {"batch_size": 16, "batches": 4})])
+def test_a_case_with_a_neuron_method_runs_through_plan_and_apply_plan(tmp_path, monkeypatch, method, options):
+    """``prune.methods = [<a neuron method>]`` in a case file (with its options, checked at load on a network
+    with a hidden layer): the ratio is a neuron ratio and the recorded sparsity is the neuron sparsity (the
+    2-4-1 tiny case: 2 of 4 hidden neurons at 0.5)."""
     import sciprune.pipeline
     from helpers import tiny_case
     from malformed import invoke
@@ -272,11 +274,12 @@ def test_a_case_with_a_neuron_method_runs_through_plan_and_apply_plan(tmp_path, 
     monkeypatch.setattr(sciprune.pipeline, "_figures", lambda *args: None)
     data = generate(tmp_path / "ds.h5", n_samples=1, nx=24, nt=11, mode="accurate", workers=1)
     case = tmp_path / "case.toml"
-    case.write_text(tiny_case(tmp_path / "out", data, prune={"methods": ["neuron-magnitude"], "ratios": [0.5]}))
+    prune = {"methods": [method], "ratios": [0.5], **({"options": {method: options}} if options else {})}
+    case.write_text(tiny_case(tmp_path / "out", data, prune=prune))
     r = invoke(["run", case, "--quiet"])
     assert r.exit_code == 0, r.output
     ds = read_dataset(tmp_path / "out" / "results.nc")
-    assert float(ds["sparsity"].sel({"method": "neuron-magnitude"}).max()) == 0.5
+    assert float(ds["sparsity"].sel({"method": method}).max()) == 0.5
 
 
 @pytest.mark.parametrize("prune,key,needle", [
