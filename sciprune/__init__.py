@@ -10,6 +10,7 @@ from .masks import MaskedStep, get_masks, set_masks, sparsity
 from .models import MLP, build_model, describe, lenet_300_100
 from .neurons import neuron_sparsity
 from .obs_layer import apply_obs, obs_layer_plan
+from .export import export_onnx
 from .obs_network import obs_network_plan
 from .procedure import GradualPruning, prune_scheduled
 from .pruning import PrunePlan, PruneReport, apply_plan, plan, prune, scores
@@ -26,7 +27,7 @@ __all__ = [
     "get_masks", "set_masks", "sparsity", "neuron_sparsity", "MaskedStep", "compact",
     "fit", "TrainConfig", "History", "FitState",
     "Lobster", "ScaledLobster", "lottery_ticket", "lottery_tickets", "Rewind", "rewind", "reinitialize",
-    "random_mask", "obs_layer_plan", "apply_obs", "obs_network_plan",
+    "random_mask", "obs_layer_plan", "apply_obs", "obs_network_plan", "export_onnx",
     "Surrogate", "load", "save",
     "__version__",
 ]

@@ -337,9 +337,11 @@ def methods() -> None:
 
 def _register() -> None:
     from .cli_diagnose import diagnose
+    from .cli_export import export
     from .cli_sweep import sweep
 
     cli.add_command(diagnose)
+    cli.add_command(export)
     cli.add_command(sweep)
 
 
