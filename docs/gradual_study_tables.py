@@ -33,7 +33,8 @@ def _table(da, title: str, digits: int = 3) -> None:
 
 
 def tables(folder: Path) -> None:
-    ds = read_dataset(folder / "results.nc")
+    """The tables of ``folder/results.nc`` (or of ``folder`` itself when it is a results file)."""
+    ds = read_dataset(folder if folder.is_file() else folder / "results.nc")
     metric = "test_accuracy" if "test_accuracy" in ds else "test_mse_clean"
     pd.set_option("display.width", 200)
     for arch in ds["arch"].values:
