@@ -9,6 +9,17 @@ import torch
 F64 = torch.float64
 
 
+def assert_sweep_equals_run(run, sweep) -> None:
+    """A study's results from ``sciprune sweep`` equal ``sciprune run``'s: the same methods in the same order
+    and every per-method variable to rtol 1e-7 (the ensemble's fine-tuning rounds differently from one fit)."""
+    import numpy as np
+
+    assert list(sweep["method"].values) == list(run["method"].values)
+    for v in run.data_vars:
+        if "method" in run[v].dims:
+            np.testing.assert_allclose(sweep[v].values, run[v].values, rtol=1e-7, atol=1e-12, err_msg=v)
+
+
 def assert_close(actual, expected, *, rtol=1e-9, what=""):
     """Compare with a tolerance relative to the largest reference entry; say where they differ."""
     actual = torch.as_tensor(actual).detach().to(F64)

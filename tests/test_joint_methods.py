@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import copy
 
-import numpy as np
 import pytest
 import torch
-from helpers import assert_close, tiny_case
+from helpers import assert_close, assert_sweep_equals_run, tiny_case
 from malformed import assert_user_error, invoke, snapshot
 
 import sciprune
@@ -321,10 +320,7 @@ def test_studies_run_obs_layer_as_the_library_does(studies):
 
 def test_sweep_equals_run_with_obs_layer(studies):
     _, run, sweep = studies
-    assert list(sweep["method"].values) == list(run["method"].values)
-    for v in run.data_vars:
-        if "method" in run[v].dims:  # the ensemble's fine-tuning rounds differently from one fit
-            np.testing.assert_allclose(sweep[v].values, run[v].values, rtol=1e-7, atol=1e-12, err_msg=v)
+    assert_sweep_equals_run(run, sweep)
 
 
 @pytest.mark.parametrize("options,needle", [({"damp": -1.0}, "damp"), ({"bogus": 1.0}, "bogus")])

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_case
+from helpers import assert_sweep_equals_run, tiny_case
 from malformed import assert_user_error, invoke, snapshot
 
 import sciprune
@@ -94,10 +94,7 @@ def test_controls_keep_the_tickets_sparsity_and_differ_from_it(studies):
 
 def test_sweep_equals_run_and_resumes(studies):
     tmp, case, run, sweep = studies
-    assert list(sweep["method"].values) == list(run["method"].values)
-    for v in run.data_vars:
-        if "method" in run[v].dims:  # the ensemble's fine-tuning rounds differently from one fit
-            np.testing.assert_allclose(sweep[v].values, run[v].values, rtol=1e-7, atol=1e-12, err_msg=v)
+    assert_sweep_equals_run(run, sweep)
     said: list[str] = []
     again = read_dataset(run_sweep(case, show_progress=False, echo=said.append))
     assert any("0 to run" in s for s in said) and not any("recomputing" in s for s in said), said

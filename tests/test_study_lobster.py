@@ -12,7 +12,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
-from helpers import tiny_case
+from helpers import assert_sweep_equals_run, tiny_case
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from malformed import assert_user_error, invoke, snapshot
@@ -121,10 +121,7 @@ def test_the_study_variant_equals_fit_with_the_lobster_hook_by_hand(studies):
 
 def test_sweep_equals_run_and_resumes(studies):
     case, run, sweep = studies
-    assert list(sweep["method"].values) == list(run["method"].values)
-    for v in run.data_vars:
-        if "method" in run[v].dims:  # the ensemble rounds differently from one fit
-            np.testing.assert_allclose(sweep[v].values, run[v].values, rtol=1e-7, atol=1e-12, err_msg=v)
+    assert_sweep_equals_run(run, sweep)
     said: list[str] = []
     again = read_dataset(run_sweep(case, show_progress=False, echo=said.append))
     assert any("0 to run" in s for s in said), said

@@ -11,10 +11,9 @@ from __future__ import annotations
 import copy
 import json
 
-import numpy as np
 import pytest
 import torch
-from helpers import tiny_case
+from helpers import assert_sweep_equals_run, tiny_case
 from malformed import assert_user_error, invoke, snapshot
 
 import sciprune
@@ -119,10 +118,7 @@ def test_one_method_with_two_options_gives_two_results(studies):
 
 def test_sweep_equals_run(studies):
     _, run, sweep = studies
-    assert list(sweep["method"].values) == list(run["method"].values)
-    for v in run.data_vars:
-        if "method" in run[v].dims:  # the ensemble's fine-tuning rounds differently from one fit
-            np.testing.assert_allclose(sweep[v].values, run[v].values, rtol=1e-7, atol=1e-12, err_msg=v)
+    assert_sweep_equals_run(run, sweep)
 
 
 def test_the_planner_scores_each_method_and_options_once(monkeypatch):
