@@ -14,7 +14,7 @@ import torch
 
 import sciprune
 
-__all__ = ["setup", "sync", "timed", "interleaved_ms_per_step", "print_ratio_table"]
+__all__ = ["setup", "sync", "timed", "interleaved_ms_per_step", "print_ratio_table", "scoring_case"]
 
 
 def sync(device: torch.device) -> None:
@@ -62,3 +62,17 @@ def print_ratio_table(times: dict[str, list[float]], base: str, width: int = 12)
         ratio = statistics.median(a / b for a, b in zip(t, times[base]))
         print(f"{name:<{width}} {statistics.median(t):9.4f} {min(t):8.4f} {max(t):8.4f} {ratio:7.3f}")
 
+
+def scoring_case(which: str, g: torch.Generator, device: torch.device, dtype: torch.dtype):
+    """``(title, model, X, Y, loss)`` of the scoring benchmarks' cases, drawn from ``g``: ``"a"`` the
+    2-40x6-1 tanh surrogate on 103,424 random points (1024 x 101 grid size, MSE), ``"b"`` LeNet-300-100 on
+    60,000 random 784-pixel samples with 10 classes (cross-entropy)."""
+    if which == "a":
+        model = sciprune.MLP(2, [40] * 6, 1, "tanh", seed=0).to(device, dtype)
+        X = torch.rand(1024 * 101, 2, generator=g).to(device, dtype)
+        Y = torch.rand(1024 * 101, 1, generator=g).to(device, dtype)
+        return "(a) 2-40x6-1 tanh surrogate (MSE)", model, X, Y, "mse"
+    model = sciprune.lenet_300_100(seed=0).to(device, dtype)
+    X = torch.rand(60000, 784, generator=g).to(device, dtype)
+    Y = torch.randint(0, 10, (60000,), generator=g).to(device)
+    return "(b) LeNet-300-100 ReLU (cross-entropy)", model, X, Y, "ce"

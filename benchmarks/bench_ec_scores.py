@@ -31,7 +31,7 @@ import statistics
 
 import torch
 import torch.nn.functional as F
-from _common import setup, timed
+from _common import scoring_case, setup, timed
 
 import sciprune
 from sciprune.batches import as_batches
@@ -131,19 +131,14 @@ def main() -> None:
     device, dtype = setup(args)
     g = torch.Generator().manual_seed(0)
     if args.only in (None, "a"):
-        model = sciprune.MLP(2, [40] * 6, 1, "tanh", seed=0).to(device, dtype)
-        X = torch.rand(1024 * 101, 2, generator=g).to(device, dtype)
-        Y = torch.rand(1024 * 101, 1, generator=g).to(device, dtype)
-        run_case("(a) 2-40x6-1 tanh surrogate (MSE)", model, X, Y, loss="mse", batch=args.batch,
-                 variants=[("ec (exact, K=1)", {})], repeats=args.repeats, warmup=args.warmup,
-                 exact_n=args.exact_pde, device=device)
+        title, model, X, Y, loss = scoring_case("a", g, device, dtype)
+        run_case(title, model, X, Y, loss=loss, batch=args.batch, variants=[("ec (exact, K=1)", {})],
+                 repeats=args.repeats, warmup=args.warmup, exact_n=args.exact_pde, device=device)
     if args.only in (None, "b"):
-        model = sciprune.lenet_300_100(seed=0).to(device, dtype)
-        X = torch.rand(60000, 784, generator=g).to(device, dtype)
-        Y = torch.randint(0, 10, (60000,), generator=g).to(device)
+        title, model, X, Y, loss = scoring_case("b", g, device, dtype)
         variants = [("ec (exact, K=10)", {})] + [(f"ec (probes={p})", {"probes": p}) for p in args.probes]
-        run_case("(b) LeNet-300-100 ReLU (cross-entropy)", model, X, Y, loss="ce", batch=args.batch,
-                 variants=variants, repeats=args.repeats, warmup=args.warmup, exact_n=args.exact_lenet, device=device)
+        run_case(title, model, X, Y, loss=loss, batch=args.batch, variants=variants, repeats=args.repeats,
+                 warmup=args.warmup, exact_n=args.exact_lenet, device=device)
 
 
 if __name__ == "__main__":

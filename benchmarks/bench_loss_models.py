@@ -25,7 +25,7 @@ import argparse
 import statistics
 
 import torch
-from _common import setup, timed
+from _common import scoring_case, setup, timed
 from bench_ec_scores import fwd_bwd
 
 import sciprune
@@ -112,18 +112,11 @@ def main() -> None:
     args = ap.parse_args()
     device, dtype = setup(args)
     g = torch.Generator().manual_seed(0)
-    if args.only in (None, "a"):
-        model = sciprune.MLP(2, [40] * 6, 1, "tanh", seed=0).to(device, dtype)
-        X = torch.rand(1024 * 101, 2, generator=g).to(device, dtype)
-        Y = torch.rand(1024 * 101, 1, generator=g).to(device, dtype)
-        run_case("(a) 2-40x6-1 tanh surrogate (MSE)", model, X, Y, loss="mse", batch=args.batch,
-                 repeats=args.repeats, warmup=args.warmup, device=device)
-    if args.only in (None, "b"):
-        model = sciprune.lenet_300_100(seed=0).to(device, dtype)
-        X = torch.rand(60000, 784, generator=g).to(device, dtype)
-        Y = torch.randint(0, 10, (60000,), generator=g).to(device)
-        run_case("(b) LeNet-300-100 ReLU (cross-entropy)", model, X, Y, loss="ce", batch=args.batch,
-                 repeats=args.repeats, warmup=args.warmup, device=device)
+    for which in ("a", "b"):
+        if args.only in (None, which):
+            title, model, X, Y, loss = scoring_case(which, g, device, dtype)
+            run_case(title, model, X, Y, loss=loss, batch=args.batch, repeats=args.repeats, warmup=args.warmup,
+                     device=device)
     if args.only in (None, "c"):
         run_ensemble(args.members, rows=16384, repeats=args.repeats, warmup=args.warmup, device=device, dtype=dtype)
 
