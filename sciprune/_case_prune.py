@@ -235,8 +235,10 @@ class PruneSpec(_Frozen):
 
     def _check_procedures(self) -> None:
         """Each ``[prune.procedures.NAME]``: a combination the study procedure can run, a control naming a
-        variant of this case that is not a control itself (:func:`sciprune.engine.check_procedure`)."""
-        from .engine import check_procedure
+        variant of this case whose masks are made before its final training
+        (:func:`sciprune.variants.check_procedure`, :func:`~sciprune.variants.masks_before_final_training`)."""
+        from .schedules import parse_schedule
+        from .variants import check_procedure, masks_before_final_training
 
         for name, spec in self.procedures.items():
             where = f"procedures.{name}"
@@ -247,10 +249,10 @@ class PruneSpec(_Frozen):
             if spec.options is not None:
                 _check_method_options(spec.method, spec.options, where=f"{where}.options")
             if spec.of is not None:
-                ref = self.procedures.get(spec.of)
-                ref_schedule = ref.schedule if ref is not None and ref.schedule is not None else self.schedule
-                if spec.of not in {label for label, _, _ in self.variants} or ref_schedule.get("kind") == "cubic" or (
-                        ref is not None and (ref.control or ref.lobster is not None)):
+                ref = self.procedure(spec.of)
+                known = spec.of in {label for label, _, _ in self.variants}
+                if not known or not masks_before_final_training(
+                        ref, parse_schedule(ref.schedule if ref.schedule is not None else self.schedule)):
                     raise _Bad(f"{where}.of", f"of = {spec.of!r} must name a variant of this case whose masks are made "
                                               "before its final training (a method or a procedure that is not a "
                                               "control, lobster or cubic schedule)")

@@ -52,7 +52,7 @@ from .study_lobster import StudyLobster
 from .study_trainers import PerMember, Trainer, ensemble_trainer, sequential_trainer  # noqa: F401 (re-exported)
 from .training import History, TrainConfig
 from .variants import (CONTROLS, REINIT_SEED_OFFSET, STARTS, Procedure, Variant,  # noqa: F401 (re-exported)
-                       check_cubic_fits, check_procedure)
+                       check_cubic_fits, check_procedure, masks_before_final_training)
 
 __all__ = ["Variant", "Procedure", "StepRecord", "Outcome", "Trainer", "prune_and_train", "sequential_trainer",
            "ensemble_trainer", "check_cubic_fits", "check_procedure", "PerMember", "REINIT_SEED_OFFSET"]
@@ -296,7 +296,7 @@ def prune_and_train(planner: Planner, variants: Sequence[Variant], *, schedule, 
     for i, v in enumerate(variants):
         if v.procedure.control:
             ref = by_label.get((v.procedure.of, v.ratio))
-            if ref is None or ref.proc.control or ref.proc.lobster is not None or isinstance(ref.schedule, Cubic):
+            if ref is None or not masks_before_final_training(ref.proc, ref.schedule):
                 raise SciPruneError(f"procedure of {v.label!r}: of = {v.procedure.of!r} is not a variant of this study "
                                     f"at ratio {v.ratio:g} pruned before its final training (not a control, lobster "
                                     "or cubic schedule, whose masks are made during that training)")

@@ -72,6 +72,13 @@ class Variant:
 
 
 
+def masks_before_final_training(proc: Procedure, schedule: Schedule) -> bool:
+    """Whether a variant done as ``proc`` under ``schedule`` (its own or the study's) has its final masks
+    before its final training: not a control, LOBSTER or a cubic schedule, whose masks are made during that
+    training. What the variant a control takes its masks from (``of``) must be."""
+    return not (proc.control or proc.lobster is not None or isinstance(schedule, Cubic))
+
+
 def check_cubic_fits(schedule: Schedule, config: TrainConfig, n_train: int) -> None:
     """A cubic schedule's last mask update must come before the training it runs in (the fine-tuning,
     or the training from the initial weights) ends: t0 + n dt <= its optimiser steps (epochs x
