@@ -22,7 +22,7 @@ from torch import nn
 from .masks import get_masks, prunable_names, remove_masks, set_masks
 from .models import linear_chain
 
-__all__ = ["compact", "dead_neurons"]
+__all__ = ["compact", "compact_kept", "dead_neurons"]
 
 
 @torch.no_grad()
@@ -35,13 +35,20 @@ def dead_neurons(model: nn.Sequential) -> list[torch.Tensor]:
     ]
 
 
-@torch.no_grad()
 def compact(model: nn.Sequential) -> nn.Sequential:
     """A copy of ``model`` with dead hidden neurons removed and the same outputs.
 
     Masks set on the model (on weights and on biases) carry over to the surviving entries. A hidden
     layer keeps at least one neuron (with zero weights) so the chain stays well formed.
     """
+    return compact_kept(model)[0]
+
+
+@torch.no_grad()
+def compact_kept(model: nn.Sequential) -> tuple[nn.Sequential, list[torch.Tensor]]:
+    """:func:`compact`, and per hidden layer the indices (in ``model``) of the neurons kept, in order:
+    hidden neuron j of the result's layer l is neuron ``kept[l][j]`` of ``model``'s. What a caller
+    needs to carry per-neuron state (optimiser moments, provenance) over to the smaller network."""
     linear_chain(model)  # a clear error for anything but a Linear/activation chain
     new = copy.deepcopy(model)
     masks = get_masks(new)
@@ -53,6 +60,7 @@ def compact(model: nn.Sequential) -> nn.Sequential:
     children = list(new.children())
     acts = [nn.Sequential(*children[positions[l] + 1 : positions[l + 1]]) for l in range(len(lins) - 1)]
     mask_list = [masks[n] for n in names]
+    kept = [torch.arange(lin.out_features, device=lin.weight.device) for lin in lins[:-1]]
 
     changed = True
     while changed:
@@ -83,6 +91,7 @@ def compact(model: nn.Sequential) -> nn.Sequential:
                     b_in[0] = 0
             if int(keep.sum()) == w_in.shape[0]:
                 continue
+            kept[l] = kept[l][keep]
             lins[l] = _slice_linear(lins[l], rows=keep)
             lins[l + 1] = _slice_linear(lins[l + 1], cols=keep)
             mask_list[l] = mask_list[l][keep]
@@ -93,11 +102,11 @@ def compact(model: nn.Sequential) -> nn.Sequential:
 
     for pos, lin in zip(positions, lins):
         new[pos] = lin
-    kept = {n: m for n, m in zip(prunable_names(new), mask_list) if not bool(m.all())}
-    kept.update({n[: -len("weight")] + "bias": m for n, m in zip(prunable_names(new), bias_masks)
+    kept_masks = {n: m for n, m in zip(prunable_names(new), mask_list) if not bool(m.all())}
+    kept_masks.update({n[: -len("weight")] + "bias": m for n, m in zip(prunable_names(new), bias_masks)
                  if m is not None and not bool(m.all())})
-    set_masks(new, kept)
-    return new
+    set_masks(new, kept_masks)
+    return new, kept
 
 
 def _slice_linear(lin: nn.Linear, *, rows=None, cols=None) -> nn.Linear:

@@ -51,6 +51,8 @@ class FitState:
     that a hook that does not read it costs no device sync); ``train_loss``, ``val_loss``: the
     epoch's mean training loss and validation loss, set at ``end_of_epoch`` on evaluation epochs
     (``eval_every``), NaN otherwise or without a validation set; ``stop``: set True to end training.
+    ``batch``: the mini-batch ``(X, Y)`` of the current step, set for ``after_backward`` by
+    :func:`sciprune.fit` (None in the ensemble engine), for a hook that adds a term's gradient.
     """
 
     model: nn.Module
@@ -62,6 +64,7 @@ class FitState:
     train_loss: float = math.nan
     val_loss: float = math.nan
     stop: bool = False
+    batch: tuple | None = None
 
     @property
     def members(self) -> list[nn.Module]:

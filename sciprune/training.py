@@ -184,6 +184,21 @@ def _check_fit_args(model, config, progress) -> None:
         raise SciPruneError(f"progress must be a callable or None, got {type(progress).__name__}")
 
 
+def _check_optimizer(optimizer, model: nn.Module, config: TrainConfig) -> None:
+    """An optimiser to go on with: a torch optimiser over exactly the model's trainable parameters."""
+    if optimizer is None:
+        return
+    if not isinstance(optimizer, torch.optim.Optimizer):
+        raise SciPruneError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+    held = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    if held != {id(p) for p in model.parameters() if p.requires_grad}:
+        raise SciPruneError("optimizer must hold exactly the model's trainable parameters; after compaction use "
+                            "the optimiser sciprune.compact_training.compact_in_training returns")
+    if config.lr_schedule != "constant" or config.start_step:
+        raise SciPruneError(f"with an optimizer to go on with, lr_schedule must be 'constant' and start_step 0 (got "
+                            f"{config.lr_schedule!r}, {config.start_step}): a schedule would rewrite its learning rate")
+
+
 def _call(fns, state: FitState, step: MaskedStep) -> None:
     """Run hooks for one event; after each, pick up any mask it changed (and mask optimiser state)."""
     for fn in fns:
@@ -200,6 +215,7 @@ def fit(
     val: tuple | None = None,
     progress: Callable[[int, int, float, float], None] | None = None,
     hooks: list | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
 ) -> History:
     """Train ``model`` in place on ``data`` (a TaskData or ``(X, Y)``), holding any masks.
 
@@ -210,8 +226,12 @@ def fit(
     taking a :class:`sciprune.hooks.FitState` (see :mod:`sciprune.hooks`); masks they set or shrink
     are held from the next step on. With early stopping the best weights are restored and then
     multiplied by the masks held at the end.
+    ``optimizer``: go on with this optimiser and its state (over ``model``'s parameters, e.g. from
+    :func:`sciprune.compact_training.compact_in_training`) instead of a new one made from ``config``,
+    whose optimiser settings are then unused; with a ``constant`` learning-rate schedule only.
     """
     _check_fit_args(model, config, progress)
+    _check_optimizer(optimizer, model, config)
     events = resolve_hooks(hooks)
     on_backward, on_step, on_epoch = (events[e] for e in ("after_backward", "after_step", "end_of_epoch"))
     p0 = next(model.parameters())
@@ -230,7 +250,7 @@ def fit(
     if (config.patience is not None or config.lr_schedule == "plateau") and Xv is None:
         raise SciPruneError("early stopping and the plateau schedule need a validation set")
 
-    opt = _make_optimizer(model.parameters(), config)
+    opt = _make_optimizer(model.parameters(), config) if optimizer is None else optimizer
     gen = torch.Generator().manual_seed(int(config.seed))
     n = X.shape[0]
     bs = n if config.batch_size is None else min(int(config.batch_size), n)
@@ -263,7 +283,7 @@ def fit(
                 value = fn(model(xb), yb)
                 value.backward()
                 if on_backward:
-                    state.loss = value.detach()
+                    state.loss, state.batch = value.detach(), (xb, yb)
                     _call(on_backward, state, step)
                 return value
 
