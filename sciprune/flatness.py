@@ -146,7 +146,7 @@ class FlatnessPenalty:
         self._age += 1
         self.steps += 1
         L, q = curvature_along(model, self._direction, X, Y, loss=loss)
-        if float(q) > self.K:
+        if float(q.detach()) > self.K:
             params = [p for p in model.parameters() if p.requires_grad]
             grads = torch.autograd.grad(self.mu * (q - self.K), params, allow_unused=True)
             for p, g in zip(params, grads):
