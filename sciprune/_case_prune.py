@@ -20,6 +20,15 @@ Each table becomes one more value of the results' ``method`` coordinate, run at 
     [prune.procedures.qm-local]         # the same method with criterion options of its own, used at
     method = "qm"                       # every scoring step in place of [prune.options.qm]
     options = { locality = 1e-3 }
+    [prune.procedures.hgnp]             # HGNP's Algorithm 2: neuron rounds with compaction, trained on F
+    method = "hgnp"
+    start = "init"
+    rounds = { per_round = 20, pre_epochs = 10, between_epochs = 2, finetune_epochs = 20 }
+    penalty = { mu = 1e-3, K = 0.0, refresh = 10 }
+    options = { batch_size = 128, mu = 1e-3, K = 0.0 }
+    [prune.procedures.hgnp-widths]      # the dense network of hgnp's final widths, from scratch
+    control = "widths"
+    of = "hgnp"
 """
 
 from __future__ import annotations
@@ -61,10 +70,12 @@ class ProcedureSpec(_Frozen):
     schedule: Optional[dict] = None
     start: Literal["trained", "init"] = "trained"
     rewind: Optional[int] = Field(None, ge=0)
-    control: Optional[Literal["reinit", "random-mask"]] = None
+    control: Optional[Literal["reinit", "random-mask", "widths"]] = None
     of: Optional[str] = None
     lobster: Optional[dict] = None
     options: Optional[dict] = None
+    rounds: Optional[dict] = None
+    penalty: Optional[dict] = None
 
     @field_validator("lobster")
     @classmethod
@@ -88,7 +99,7 @@ class ProcedureSpec(_Frozen):
         """Without ``lobster`` or ``options`` when unset, so that the other procedures' results keys (and the
         case hash) stay what they were."""
         out = handler(self)
-        for key in ("lobster", "options"):
+        for key in ("lobster", "options", "rounds", "penalty"):
             if getattr(self, key) is None:
                 out.pop(key, None)
         return out
@@ -98,8 +109,8 @@ class ProcedureSpec(_Frozen):
     def _method(cls, v):
         from .criteria import available
 
-        if v not in available(granularity="weight"):
-            raise ValueError(f"unknown weight method {v!r}; available: {available(granularity='weight')}")
+        if v not in available():
+            raise ValueError(f"unknown method {v!r}; available: {available()}")
         return v
 
     @field_validator("schedule", mode="before")
@@ -113,7 +124,9 @@ class ProcedureSpec(_Frozen):
 
         return Procedure(schedule=self.schedule, start=self.start, rewind=self.rewind, control=self.control,
                          of=self.of, lobster=None if self.lobster is None else dict(self.lobster),
-                         options=None if self.options is None else dict(self.options))
+                         options=None if self.options is None else dict(self.options),
+                         rounds=None if self.rounds is None else dict(self.rounds),
+                         penalty=None if self.penalty is None else dict(self.penalty))
 
 
 class PruneSpec(_Frozen):
@@ -238,7 +251,7 @@ class PruneSpec(_Frozen):
         variant of this case whose masks are made before its final training
         (:func:`sciprune.variants.check_procedure`, :func:`~sciprune.variants.masks_before_final_training`)."""
         from .schedules import parse_schedule
-        from .variants import check_procedure, masks_before_final_training
+        from .variants import check_procedure, control_source_ok
 
         for name, spec in self.procedures.items():
             where = f"procedures.{name}"
@@ -251,11 +264,12 @@ class PruneSpec(_Frozen):
             if spec.of is not None:
                 ref = self.procedure(spec.of)
                 known = spec.of in {label for label, _, _ in self.variants}
-                if not known or not masks_before_final_training(
-                        ref, parse_schedule(ref.schedule if ref.schedule is not None else self.schedule)):
-                    raise _Bad(f"{where}.of", f"of = {spec.of!r} must name a variant of this case whose masks are made "
-                                              "before its final training (a method or a procedure that is not a "
-                                              "control, lobster or cubic schedule)")
+                if not known or not control_source_ok(
+                        spec.control, ref, parse_schedule(ref.schedule if ref.schedule is not None else self.schedule)):
+                    raise _Bad(f"{where}.of", f"of = {spec.of!r} must name a variant of this case " + (
+                        "pruned in rounds (control 'widths' takes its final widths)" if spec.control == "widths" else
+                        "whose masks are made before its final training (a method or a procedure that is not a "
+                        "control, lobster, rounds or cubic schedule)"))
 
 
 def _check_method_options(method: str, options: dict, *, where: str | None = None) -> None:

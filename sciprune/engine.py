@@ -52,7 +52,7 @@ from .study_lobster import StudyLobster
 from .study_trainers import PerMember, Trainer, ensemble_trainer, sequential_trainer  # noqa: F401 (re-exported)
 from .training import History, TrainConfig
 from .variants import (CONTROLS, REINIT_SEED_OFFSET, STARTS, Procedure, Variant,  # noqa: F401 (re-exported)
-                       check_cubic_fits, check_procedure, masks_before_final_training)
+                       check_cubic_fits, check_procedure, control_source_ok)
 
 __all__ = ["Variant", "Procedure", "StepRecord", "Outcome", "Trainer", "prune_and_train", "sequential_trainer",
            "ensemble_trainer", "check_cubic_fits", "check_procedure", "PerMember", "REINIT_SEED_OFFSET"]
@@ -84,11 +84,14 @@ class Outcome:
     pruned: Metrics | None = None
     finetuned: Metrics | None = None
     history: History | None = None
+    provenance: dict | None = None
 
     def record(self, keep) -> dict:
         """The plain (JSON-safe) record of a study: ``pruned``, ``finetuned``, ``sparsity``, and
         ``steps`` (step number from 1 -> its record) for the kept steps when the case keeps any."""
         rec = {"pruned": self.pruned, "finetuned": self.finetuned, "sparsity": float(self.report.achieved)}
+        if self.provenance is not None:  # a compacted network: the neurons of the starting network it kept
+            rec["provenance"] = self.provenance
         kept = kept_steps(keep, len(self.steps))
         if keep != "last":
             rec["steps"] = {str(k + 1): {"sparsity": self.steps[k].sparsity, "pruned": self.steps[k].pruned,
@@ -213,9 +216,17 @@ def _control(study: _Study, v: Variant, ref: _Stepper) -> _Stepper:
     per-layer counts on the initial weights; one step, evaluated as just pruned."""
     from .lottery_rewind import random_mask, reinitialize
 
+    seed = study.planner.seed
+    if v.procedure.control == "widths":
+        from .study_rounds import widths_network
+
+        s = _Stepper(study.planner, v, OneShot(), study.scope, widths_network(study.init(), ref.model, seed))
+        r = ref.report
+        s.report = replace(r, method="widths")
+        s.steps = [StepRecord(float(r.achieved), pruned=study.evaluate(s.model))]
+        return s
     model = study.init()
     masks = get_masks(ref.model, names=prunable_names(ref.model))
-    seed = study.planner.seed
     if v.procedure.control == "reinit":
         set_masks(model, masks)
         reinitialize(model, (seed + REINIT_SEED_OFFSET) % SEED_LIMIT)
@@ -262,8 +273,11 @@ def prune_and_train(planner: Planner, variants: Sequence[Variant], *, schedule, 
         if not v.procedure.control:
             check_cubic_fits(sched, study.base(v.procedure), n_train)
     steppers: dict[int, _Stepper] = {}
+    rounds = {i for i, v in enumerate(variants) if v.procedure.rounds is not None}
+    for i in rounds:
+        steppers[i] = _rounds(study, variants[i])
     for i, (v, sched) in enumerate(zip(variants, scheds)):
-        if not v.procedure.control:
+        if not v.procedure.control and i not in rounds:
             model = init() if v.procedure.start == "init" else copy.deepcopy(planner.model)
             steppers[i] = _Stepper(planner, v, sched, scope, model)
     if not variants:
@@ -271,7 +285,7 @@ def prune_and_train(planner: Planner, variants: Sequence[Variant], *, schedule, 
     names = {i: f"{v.label} r={v.ratio:g}" for i, v in enumerate(variants)}
     cubic = {i for i, s in steppers.items() if isinstance(s.schedule, Cubic)}
     lobsters = {i: _lobster(s, planner.data) for i, s in steppers.items() if s.proc.lobster is not None}
-    stepped = [i for i in steppers if i not in cubic and i not in lobsters]
+    stepped = [i for i in steppers if i not in cubic and i not in lobsters and i not in rounds]
     for k in range(max([len(steppers[i].targets) for i in stepped] or [0])):
         mid = []
         for i in stepped:
@@ -296,13 +310,16 @@ def prune_and_train(planner: Planner, variants: Sequence[Variant], *, schedule, 
     for i, v in enumerate(variants):
         if v.procedure.control:
             ref = by_label.get((v.procedure.of, v.ratio))
-            if ref is None or not masks_before_final_training(ref.proc, ref.schedule):
+            if ref is None or not control_source_ok(v.procedure.control, ref.proc, ref.schedule):
                 raise SciPruneError(f"procedure of {v.label!r}: of = {v.procedure.of!r} is not a variant of this study "
-                                    f"at ratio {v.ratio:g} pruned before its final training (not a control, lobster "
-                                    "or cubic schedule, whose masks are made during that training)")
+                                    f"at ratio {v.ratio:g} " + ("pruned in rounds" if v.procedure.control == "widths"
+                                    else "pruned before its final training (not a control, lobster, rounds or cubic "
+                                    "schedule, whose masks are made during that training)"))
             steppers[i] = _control(study, v, ref)
     items = []
     for i in range(len(variants)):
+        if i in rounds:
+            continue
         s = steppers[i]
         hooks = [_Cubic(s, s.schedule, planner, evaluate, keep)] if i in cubic else (
             [lobsters[i]] if i in lobsters else None)
@@ -312,7 +329,33 @@ def prune_and_train(planner: Planner, variants: Sequence[Variant], *, schedule, 
     hists = study.run(items, final=True)
     for i, hook in lobsters.items():
         hook.finish(steppers[i], evaluate, scope)
-    return [_finish(steppers[i], h, cfg, evaluate) for i, ((_, cfg, _, _), h) in enumerate(zip(items, hists))]
+    finals = iter(zip(items, hists))
+    out = []
+    for i in range(len(variants)):
+        if i in rounds:
+            s = steppers[i]
+            n = int(s.procedure_rounds.finetune_epochs)
+            hist = s.rounds_result.histories[-1] if n and s.rounds_result.histories else History()
+            out.append(replace(_finish(s, hist, replace(study.base(s.proc), epochs=n), evaluate),
+                               provenance=s.rounds_result.provenance()))
+        else:
+            (_, cfg, _, _), h = next(finals)
+            out.append(_finish(steppers[i], h, cfg, evaluate))
+    return out
+
+
+def _rounds(study: _Study, v: Variant) -> _Stepper:
+    """A rounds variant pruned and trained to the end (:mod:`sciprune.study_rounds`), as a one-step stepper."""
+    from .neuron_rounds import Rounds
+    from .study_rounds import run_rounds
+
+    start = study.init() if v.procedure.start == "init" else copy.deepcopy(study.planner.model)
+    options = v.procedure.criterion_options(study.planner.options, v.method)
+    res, report, pruned = run_rounds(v, start, study.planner.data, study.base(v.procedure), options, study.evaluate)
+    s = _Stepper(study.planner, v, OneShot(), "global", res.model)
+    s.report, s.steps = report, [StepRecord(float(report.achieved), pruned=pruned)]
+    s.rounds_result, s.procedure_rounds = res, Rounds.from_dict(v.procedure.rounds)
+    return s
 
 
 def _lobster(s: _Stepper, data) -> StudyLobster:

@@ -257,7 +257,7 @@ def _run_block(case: Case, arch: str, level: float, seed: int, *, device, dtype,
             fields[f"{v.label} r={v.ratio:g} fine-tuned"] = predict_field(o.model, loaded)
         if case.save_models and seed == case.seeds[0] and v.ratio == ratios[-1]:
             prov = dict(provenance, method=v.method, ratio=v.ratio, scope=case.prune.scope, compensate=v.compensate,
-                        schedule=case.prune.schedule)
+                        schedule=case.prune.schedule, **({"neurons": o.provenance} if o.provenance else {}))
             save_surrogate(o.model, child(out, "models", f"{v.label}_r{v.ratio:g}_{tag}.sciprune"), task, prov)
 
     coords = {"arch": [arch], "noise": [level], "seed": [seed], "method": labels, "ratio": ratios, "stage": list(STAGES)}

@@ -12,13 +12,13 @@ from .errors import SciPruneError
 from .schedules import Cubic, Iterative, OneShot, Schedule, parse_schedule
 from .training import TrainConfig
 
-__all__ = ["Variant", "Procedure", "check_procedure", "check_cubic_fits", "REINIT_SEED_OFFSET", "STARTS", "CONTROLS"]
+__all__ = ["Variant", "Procedure", "check_procedure", "check_cubic_fits", "control_source_ok", "REINIT_SEED_OFFSET", "STARTS", "CONTROLS"]
 
 #: A control's new initial weights are drawn from the block's seed plus this (mod the seed limit), a
 #: seed no dense network of a study with fewer seeds uses.
 REINIT_SEED_OFFSET = 104_729
 STARTS = ("trained", "init")
-CONTROLS = ("reinit", "random-mask")
+CONTROLS = ("reinit", "random-mask", "widths")
 
 
 @dataclass(frozen=True)
@@ -44,6 +44,14 @@ class Procedure:
     ``options``: the variant's criterion options (``locality``, ``examples``, ...), used at its every
     scoring step in place of the study's options of its method (None: those, ``[prune.options.<method>]``),
     so that one method runs with several settings side by side (Laurent et al. 2020's lambda grid).
+    ``rounds``: neuron pruning in rounds with compaction, Algorithm 2 of HGNP (the keys of
+    :class:`sciprune.neuron_rounds.Rounds`), from ``start`` (``"init"``: the initial weights, with the
+    ``train`` settings; ``"trained"``: the trained network, with the ``finetune`` settings), whose
+    optimiser and learning rate (constant) every round trains with; ``penalty``: ``{mu, K, refresh}`` of a
+    :class:`sciprune.flatness.FlatnessPenalty` in all of those trainings (HGNP's F). The variant's
+    network is then the compact one. Control ``"widths"``: a network of the final hidden widths of the
+    rounds variant ``of``, initialised anew and trained with the ``train`` settings (the dense network of
+    the same size from scratch).
     """
 
     schedule: dict | None = None
@@ -53,6 +61,8 @@ class Procedure:
     of: str | None = None
     lobster: dict | None = None
     options: dict | None = None
+    rounds: dict | None = None
+    penalty: dict | None = None
 
     def criterion_options(self, study_options: dict[str, dict], method: str) -> dict:
         """The criterion options this procedure's scoring of ``method`` uses: its own, else the study's."""
@@ -76,7 +86,16 @@ def masks_before_final_training(proc: Procedure, schedule: Schedule) -> bool:
     """Whether a variant done as ``proc`` under ``schedule`` (its own or the study's) has its final masks
     before its final training: not a control, LOBSTER or a cubic schedule, whose masks are made during that
     training. What the variant a control takes its masks from (``of``) must be."""
-    return not (proc.control or proc.lobster is not None or isinstance(schedule, Cubic))
+    return not (proc.control or proc.lobster is not None or proc.rounds is not None or isinstance(schedule, Cubic))
+
+
+def control_source_ok(control: str, ref: Procedure, schedule: Schedule) -> bool:
+    """Whether a control of kind ``control`` may name variant ``ref`` (run under ``schedule``) as its ``of``:
+    ``"widths"`` a rounds variant (its final widths), the others one whose masks are made before its final
+    training (:func:`masks_before_final_training`)."""
+    if control == "widths":
+        return ref.rounds is not None
+    return masks_before_final_training(ref, schedule)
 
 
 def check_cubic_fits(schedule: Schedule, config: TrainConfig, n_train: int) -> None:
@@ -106,6 +125,11 @@ def check_procedure(proc: Procedure, study_schedule, *, where: str = "procedure"
     sched = parse_schedule(proc.schedule if proc.schedule is not None else study_schedule)
     if proc.start not in STARTS:
         raise SciPruneError(f"{where}.start must be one of {list(STARTS)}, got {proc.start!r}")
+    if proc.penalty is not None and proc.rounds is None:
+        raise SciPruneError(f"{where}.penalty is the flatness penalty of the trainings of rounds; set rounds too")
+    if proc.rounds is not None:
+        _check_rounds(proc, where)
+        return OneShot()
     if proc.lobster is not None:
         from .study_lobster import check_lobster
 
@@ -140,3 +164,21 @@ def check_procedure(proc: Procedure, study_schedule, *, where: str = "procedure"
             raise SciPruneError(f"{where}.schedule.budget_epochs: with rewind the training after each level is the "
                                 "dense training resumed at step k; set budget_epochs = 0")
     return sched
+
+
+def _check_rounds(proc: Procedure, where: str) -> None:
+    """A rounds procedure: its table and penalty valid, nothing else that prunes or trains otherwise."""
+    from .flatness import check_penalty_options
+    from .neuron_rounds import Rounds
+
+    Rounds.from_dict(proc.rounds, where=f"{where}.rounds")
+    if proc.penalty is not None:
+        if not isinstance(proc.penalty, dict) or not set(proc.penalty) <= {"mu", "K", "refresh"} \
+                or not {"mu", "K"} <= set(proc.penalty):
+            raise SciPruneError(f"{where}.penalty must be a table {{mu, K[, refresh]}}, got {proc.penalty!r}")
+        check_penalty_options(proc.penalty["mu"], proc.penalty["K"], proc.penalty.get("refresh", 1),
+                              where=f"{where}.penalty")
+    if (proc.schedule is not None or proc.rewind is not None or proc.control is not None or proc.of is not None
+            or proc.lobster is not None):
+        raise SciPruneError(f"{where}: rounds prune neurons in their own rounds; give it no schedule, rewind, "
+                            "control, of or lobster")
