@@ -4,6 +4,12 @@ Ebrahimi & Klabjan 2021 (HGNP, arXiv 2111.08577), with any neuron criterion.
     train pre_epochs;  repeat { score; remove the P lowest neurons; compact; train between_epochs }
     until the target neuron sparsity;  fine-tune finetune_epochs.
 
+``scope = "global"`` (the paper's): each round removes the P lowest-scored neurons of all hidden layers;
+a round that would empty a hidden layer is refused (:func:`sciprune.neurons.select_neurons`).
+``scope = "layer"``: round k brings every hidden layer l to ``floor(s_k n_l + 1/2)`` neurons removed of its
+``n_l``, with ``s_k = min(target, (k + 1) P / N0)``, the lowest-scored of the layer first: the same share
+of every layer, never emptying one below the target's count.
+
 Every training goes on with ONE optimiser whose state follows the shrinking network
 (:func:`sciprune.compact_training.compact_in_training`), with a constant learning rate; with a
 :class:`sciprune.flatness.FlatnessPenalty` hook every training is on HGNP's F (the paper's pre-training,
@@ -23,16 +29,17 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .checks import SEED_LIMIT, check_int
+from .checks import SEED_LIMIT, check_choice, check_int
 from .compact_training import compact_in_training
 from .criteria import granularity_of
 from .errors import SciPruneError
 from .neurons import check_neuron_target, hidden_layers
 from .pruning import apply_plan, plan
 from .schedules import check_target
+from .selection import SCOPES
 from .training import History, TrainConfig, _make_optimizer, fit
 
-__all__ = ["Rounds", "RoundsResult", "prune_in_rounds"]
+__all__ = ["Rounds", "RoundsResult", "prune_in_rounds", "rounds_goal"]
 
 
 @dataclass(frozen=True)
@@ -45,9 +52,11 @@ class Rounds:
     pre_epochs: int = 0
     between_epochs: int = 1
     finetune_epochs: int = 0
+    scope: str = "global"
 
     def __post_init__(self) -> None:
         check_int(self.per_round, "rounds.per_round (neurons removed per round)", lo=1)
+        check_choice(self.scope, SCOPES, "rounds.scope")
         for what in ("pre_epochs", "between_epochs", "finetune_epochs"):
             check_int(getattr(self, what), f"rounds.{what}", lo=0)
 
@@ -57,11 +66,11 @@ class Rounds:
         if not isinstance(d, dict):
             raise SciPruneError(f"{where} must be a table {{per_round, pre_epochs, between_epochs, finetune_epochs}}, "
                                 f"got {d!r}")
-        known = {"per_round", "pre_epochs", "between_epochs", "finetune_epochs"}
+        known = {"per_round", "pre_epochs", "between_epochs", "finetune_epochs", "scope"}
         bad = sorted(set(d) - known)
         if bad or "per_round" not in d:
             raise SciPruneError(f"{where}: unknown key(s) {bad}; expected per_round (required), pre_epochs, "
-                                "between_epochs, finetune_epochs" if bad else f"{where}.per_round is required "
+                                "between_epochs, finetune_epochs, scope" if bad else f"{where}.per_round is required "
                                 "(neurons removed per round)")
         return cls(**d)
 
@@ -109,11 +118,12 @@ def prune_in_rounds(model: nn.Module, method: str, target: float, data, *, round
         raise SciPruneError(f"rounds train with one optimiser throughout: lr_schedule must be 'constant' and "
                             f"start_step 0, got {config.lr_schedule!r}, {config.start_step}")
     target = check_target(target)
-    check_neuron_target(model, target, scope="global")
+    check_neuron_target(model, target, scope=rounds.scope)
     net = copy.deepcopy(model)
     layers = [h.weight for h in hidden_layers(net)]
-    total = sum(h.size for h in hidden_layers(net))
-    goal = math.floor(target * total + 0.5)
+    sizes = [h.size for h in hidden_layers(net)]
+    total = sum(sizes)
+    goal = rounds_goal(sizes, target, rounds.scope)
     kept = [torch.arange(h.size) for h in hidden_layers(net)]
     opt = _make_optimizer(net.parameters(), config)
     out = RoundsResult(net, total=total)
@@ -129,11 +139,17 @@ def prune_in_rounds(model: nn.Module, method: str, target: float, data, *, round
     train(rounds.pre_epochs)
     removed, k = 0, 0
     while removed < goal:
-        p = min(rounds.per_round, goal - removed)
-        n_now = total - removed
         seed = (config.seed + k) % SEED_LIMIT
         step_plan = plan(out.model, method, _training_rows(data), seed=seed, **options)
-        apply_plan(out.model, step_plan, p / n_now, scope="global")
+        if rounds.scope == "global":
+            apply_plan(out.model, step_plan, min(rounds.per_round, goal - removed) / (total - removed), scope="global")
+        else:
+            share = min(target, (k + 1) * rounds.per_round / total)
+            for name, n0, alive in zip(step_plan.scores, sizes, kept):
+                drop = math.floor(share * n0 + 0.5) - (n0 - int(alive.numel()))
+                if drop > 0:
+                    one = replace(step_plan, scores={name: step_plan.scores[name]})
+                    apply_plan(out.model, one, drop / int(alive.numel()), scope="layer")
         out.model, opt, idx = compact_in_training(out.model, opt)
         kept = [old[i.cpu()] for old, i in zip(kept, idx)]
         removed = total - sum(int(i.numel()) for i in kept)
@@ -146,6 +162,14 @@ def prune_in_rounds(model: nn.Module, method: str, target: float, data, *, round
         train(rounds.finetune_epochs)
     out.kept, out.removed = dict(zip(layers, kept)), removed
     return out
+
+
+def rounds_goal(sizes: list[int], target: float, scope: str) -> int:
+    """Hidden neurons removed in all at the end: ``floor(target N0 + 1/2)`` of the ``N0 = sum(sizes)``
+    (global), or the sum over layers of ``floor(target n_l + 1/2)`` (layer)."""
+    if scope == "global":
+        return math.floor(target * sum(sizes) + 0.5)
+    return sum(math.floor(target * n + 0.5) for n in sizes)
 
 
 def _training_rows(data):

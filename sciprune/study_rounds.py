@@ -11,7 +11,6 @@ one, and the neurons kept per hidden layer are its provenance.
 
 from __future__ import annotations
 
-import math
 from typing import Callable
 
 from torch import nn
@@ -21,7 +20,7 @@ from .checks import SEED_LIMIT
 from .errors import SciPruneError
 from .flatness import FlatnessPenalty
 from .models import MLP, linear_chain
-from .neuron_rounds import Rounds, RoundsResult, prune_in_rounds
+from .neuron_rounds import Rounds, RoundsResult, prune_in_rounds, rounds_goal
 from .neurons import hidden_layers
 from .pruning import PruneReport
 from .training import TrainConfig
@@ -58,18 +57,18 @@ def run_rounds(v: Variant, start: nn.Module, data, config: TrainConfig, options:
     hooks = None
     if proc.penalty is not None:
         hooks = [FlatnessPenalty(proc.penalty["mu"], proc.penalty["K"], proc.penalty.get("refresh", 1))]
-    total = sum(h.size for h in hidden_layers(start))
-    last = math.ceil(math.floor(v.ratio * total + 0.5) / rounds.per_round) - 1
+    sizes = [h.size for h in hidden_layers(start)]
+    left = sum(sizes) - rounds_goal(sizes, v.ratio, rounds.scope)  # hidden neurons after the last round
     pruned: dict = {}
 
     def on_round(model: nn.Module, k: int) -> None:
-        if k == last:
+        if sum(h.size for h in hidden_layers(model)) == left:
             pruned.update(evaluate(model))
             model.train()
 
     res = prune_in_rounds(start, v.method, v.ratio, data, rounds=rounds, config=config,
                           hooks=hooks, on_round=on_round, **options)
-    if last < 0:  # ratio 0: no round; the network as trained
+    if not res.widths:  # no round (ratio 0): the network as trained
         pruned.update(evaluate(res.model))
     return res, rounds_report(v, start, res), pruned
 

@@ -16,7 +16,7 @@ from helpers import assert_close
 from malformed import assert_raises_user_error
 from sciprune.flatness import FlatnessPenalty
 from sciprune.neuron_rounds import Rounds, prune_in_rounds
-from sciprune.neurons import neuron_sparsity
+from sciprune.neurons import hidden_layers, neuron_sparsity
 from sciprune.pruning import apply_plan, plan
 from sciprune.training import _make_optimizer
 
@@ -99,3 +99,27 @@ def test_refusals():
     assert_raises_user_error(lambda: Rounds(per_round=0), "per_round")
     assert_raises_user_error(lambda: Rounds.from_dict({"per_round": 2, "every": 3}), "every")
     assert_raises_user_error(lambda: Rounds.from_dict({"pre_epochs": 2}), "per_round")
+
+
+from hypothesis import assume, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+
+@settings(max_examples=12, deadline=None)
+@given(widths=st.lists(st.integers(2, 9), min_size=1, max_size=3), target=st.sampled_from([0.2, 0.5, 0.8]),
+       per_round=st.integers(1, 7))
+def test_layer_scope_rounds_take_the_same_share_of_every_layer(widths, target, per_round):
+    assume(all(math.floor(target * n + 0.5) < n for n in widths))  # else refused: it would empty a layer
+    X, Y = _data()
+    model = sciprune.MLP(3, widths, 1, "tanh", seed=1).double()
+    seen = []
+    res = prune_in_rounds(model, "neuron-magnitude", target, (X, Y), config=sciprune.TrainConfig(lr=1e-3),
+                          rounds=Rounds(per_round=per_round, between_epochs=0, scope="layer"),
+                          on_round=lambda m, k: seen.append(k))
+    N0 = sum(widths)
+    for k, w in enumerate(res.widths):
+        share = min(target, (k + 1) * per_round / N0)
+        assert w == [n - math.floor(share * n + 0.5) for n in widths], (k, w)
+    final = [n - math.floor(target * n + 0.5) for n in widths]
+    assert [h.size for h in hidden_layers(res.model)] == final and res.removed == sum(widths) - sum(final)
+    assert seen == list(range(len(res.widths)))
