@@ -16,7 +16,7 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator, model_serializer, model_validator
 
 from ._case_sections import (  # noqa: F401  (re-exported: the case's data, model and training sections)
     MAX_NOISE_LEVEL,
@@ -49,12 +49,26 @@ class DiagnosticsSpec(_Frozen):
     training loss (0: none); ``psp``: the PSP L2 norm per hidden layer, and the first- and second-order
     PSP-entropy for ReLU networks. ``lines``: pairs of variant labels ``[a, b]``: per ratio, the training
     and test loss along theta(alpha) = (1 - alpha) theta_a + alpha theta_b between their final networks
-    (Goodfellow et al. 2015; Tartaglione et al. 2020, Fig. 2) at ``line_points`` values of alpha in [0, 1]."""
+    (Goodfellow et al. 2015; Tartaglione et al. 2020, Fig. 2) at ``line_points`` values of alpha in [0, 1].
+    ``kfac``: per Linear layer the K-FAC spectral radius lambda_max(A_l) lambda_max(G_l) (exact Fisher);
+    ``inference``: the forward pass's wall-clock time per row, batch 1 and the whole test split."""
 
     hessian_top: int = Field(0, ge=0, le=50)
     psp: bool = False
     lines: list[Annotated[list[str], Field(min_length=2, max_length=2)]] = Field(default_factory=list)
     line_points: int = Field(21, ge=2, le=1001)
+    kfac: bool = False
+    inference: bool = False
+
+    @model_serializer(mode="wrap")
+    def _dump(self, handler):
+        """Without ``kfac`` or ``inference`` when false, so that the sweep's results keys of studies that do
+        not ask for them stay what they were."""
+        out = handler(self)
+        for key in ("kfac", "inference"):
+            if not getattr(self, key):
+                out.pop(key, None)
+        return out
 
     @property
     def pairs(self) -> list[tuple[str, str]]:
@@ -63,7 +77,7 @@ class DiagnosticsSpec(_Frozen):
 
     @property
     def enabled(self) -> bool:
-        return bool(self.hessian_top or self.psp)
+        return bool(self.hessian_top or self.psp or self.kfac or self.inference)
 
 
 class BaselineSpec(_Frozen):

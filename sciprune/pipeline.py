@@ -172,6 +172,10 @@ def _block_problem(ds: xr.Dataset, case: Case, where: tuple) -> str | None:
         want.update({"hessian_eig": lead + ("method", "ratio", "eig"), "dense_hessian_eig": lead + ("eig",)})
     if case.diagnostics.psp:
         want.update({"psp_norm": lead + ("method", "ratio", "layer"), "dense_psp_norm": lead + ("layer",)})
+    if case.diagnostics.kfac:
+        want.update({"kfac_radius": lead + ("method", "ratio", "linear"), "dense_kfac_radius": lead + ("linear",)})
+    if case.diagnostics.inference:
+        want.update({"inference_us": lead + ("method", "ratio", "batch"), "dense_inference_us": lead + ("batch",)})
     if case.diagnostics.lines:
         want.update({f"line_{k}_loss": lead + ("pair", "ratio", "alpha") for k in ("train", "test")})
     if case.prune.keep_steps != "last":

@@ -2,9 +2,10 @@
 
 A study with diagnostics (:mod:`sciprune.study_diagnostics`, :mod:`sciprune.study_records`) holds, for
 every final (fine-tuned) network, ``hessian_eig`` over (arch, noise, seed, method, ratio, eig),
-``psp_norm``, ``psp_entropy``, ``psp_pair_entropy`` over (..., layer), the same with a ``dense_`` prefix
-over (arch, noise, seed, eig | layer), and ``line_train_loss`` / ``line_test_loss`` over (arch, noise,
-seed, pair, ratio, alpha). :func:`plan` lays out, per architecture and noise level, one figure per
+``psp_norm``, ``psp_entropy``, ``psp_pair_entropy`` over (..., layer), ``kfac_radius`` over (..., linear),
+``inference_us`` over (..., batch), the same with a ``dense_`` prefix over (arch, noise, seed, eig |
+layer | linear | batch), and ``line_train_loss`` / ``line_test_loss`` over (arch, noise, seed, pair,
+ratio, alpha). :func:`plan` lays out, per architecture and noise level, one figure per
 quantity against the pruning ratio and a table per quantity (mean ± sample standard deviation over
 seeds, per method and ratio); a quantity with no finite value there (PSP-entropy of a tanh network) is
 left out and the report says so. Results without these variables give no figure and no text.
@@ -35,14 +36,19 @@ __all__ = ["expected_dims", "check_diagnostics", "plan", "Plan", "barrier"]
 
 _LEAD = ("arch", "noise", "seed")
 _LINES = ("line_train_loss", "line_test_loss")
-_INNER = ("eig", "layer", "pair", "alpha")  # the dimensions of the diagnostics beside the study's
+_INNER = ("eig", "layer", "linear", "batch", "pair", "alpha")  # the dimensions of the diagnostics beside the study's
 #: quantity -> (heading, y-axis label)
 _TITLES = {
     "hessian_eig": ("Top Hessian eigenvalue of the training loss", "Hessian eigenvalue"),
     "psp_norm": ("PSP L2 norm per hidden layer, the mean over neurons of E[z²]", "PSP norm E[z²]"),
     "psp_entropy": ("First-order PSP-entropy per hidden layer (bits)", "PSP-entropy (bits)"),
     "psp_pair_entropy": ("Second-order (neuron pair) PSP-entropy per hidden layer (bits)", "pair PSP-entropy (bits)"),
+    "kfac_radius": ("K-FAC spectral radius λmax(A)·λmax(G) of the training loss", "K-FAC radius"),
+    "inference_us": ("Forward-pass time per row, float32, wall clock (µs)", "µs per row"),
 }
+#: the panel title of each label of a diagnostic's own dimension
+_PANEL = {"layer": "hidden layer {}".format, "linear": "Linear layer {}".format,
+          "batch": lambda b: {"one": "one row per call", "all": "the whole test split in one call"}.get(str(b), str(b))}
 
 
 def expected_dims() -> dict[str, tuple[str, ...]]:
@@ -156,10 +162,16 @@ def _quantity(ds: xr.Dataset, name: str, at: dict, where: str, fname: str) -> tu
         table += _dense_line(None if dense is None else dense.isel(eig=0))
         title = f"{heading} λ1 (`{name}`, eig = 1)"
     else:
-        panels = [Panel(f"hidden layer {lbl}", v.sel(layer=lbl), None if dense is None else float(mean_dense.sel(layer=lbl)))
-                  for lbl in v["layer"].values]
-        table = _table(v, ("method", "layer")) + _dense_line(dense, "layer")
-        title = f"{heading} (`{name}`)"
+        dim = next(d for d in v.dims if d in _PANEL)
+        panels = [Panel(_PANEL[dim](lbl), v.sel({dim: lbl}), None if dense is None else float(mean_dense.sel({dim: lbl})))
+                  for lbl in v[dim].values]
+        rows, title = ("method", dim), f"{heading} (`{name}`)"
+        if name == "kfac_radius":  # the network's radius, the largest over its Linear layers: first, and the table's
+            v, dense = v.max(dim), None if dense is None else dense.max(dim)
+            panels.insert(0, Panel("network: the largest over Linear layers", v,
+                                   None if dense is None else float(dense.mean("seed"))))
+            rows, dim, title = ("method",), None, f"{heading} of the network, the largest over its Linear layers (`{name}`)"
+        table = _table(v, rows) + _dense_line(dense, dim)
 
     def draw(path: Path) -> Path:
         return plot_quantity_vs_ratio(panels, path, ylabel=ylabel, title=f"{heading}: {where}")

@@ -142,7 +142,8 @@ def study_diagnostics(case: Case, model, task, seed: int) -> dict:
         return {}
     from .study_diagnostics import network_diagnostics
 
-    return network_diagnostics(model, task, hessian_top=d.hessian_top, psp=d.psp, seed=seed)
+    return network_diagnostics(model, task, hessian_top=d.hessian_top, psp=d.psp, kfac=d.kfac, inference=d.inference,
+                               seed=seed)
 
 
 def study_lines(case: Case, outcomes, task) -> dict[tuple[str, str, float], dict[str, list[float]]]:

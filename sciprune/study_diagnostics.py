@@ -9,7 +9,14 @@ For the dense network and every final (fine-tuned) pruned network of a block, on
   :func:`sciprune.diagnostics.psp_norms`);
 - ``psp_entropy`` / ``psp_pair_entropy``: per hidden layer the mean first- and second-order
   PSP-entropy in bits (their eqs. 4-5, :func:`sciprune.diagnostics.psp_entropy`), defined for ReLU
-  networks only: other activations leave them out (NaN in the results).
+  networks only: other activations leave them out (NaN in the results);
+- ``kfac_radius``: per Linear layer (in order) lambda_max(A_l) lambda_max(G_l) of its K-FAC factors with
+  the exact Fisher (:func:`sciprune.curvature.kfac_factors`, Martens & Grosse 2015), the largest eigenvalue
+  of the layer's block kron(G_l, A_l); the network's K-FAC spectral radius (Ebrahimi & Klabjan's
+  flatness measure) is the largest over layers (:func:`sciprune.curvature.kfac_spectral_radius`);
+- ``inference_us``: the forward pass's wall-clock time per row in microseconds, float32 on the model's
+  device, on the test split's inputs: one row per call and the whole split in one call
+  (:func:`sciprune.inference_time.forward_time_us`; :data:`LABELS` ``batch``).
 
 :func:`network_diagnostics` returns plain lists (JSON-safe, as a sweep stores them);
 :func:`sciprune.study_records.diagnostic_variables` turns them into the results' variables.
@@ -22,10 +29,14 @@ from torch import nn
 from .activations import activation_of
 from .models import linear_chain
 
-__all__ = ["network_diagnostics", "DIAGNOSTICS"]
+__all__ = ["network_diagnostics", "kfac_radii", "DIAGNOSTICS", "LABELS"]
 
 #: What :func:`network_diagnostics` may return, and the dimension each is listed over.
-DIAGNOSTICS = {"hessian_eig": "eig", "psp_norm": "layer", "psp_entropy": "layer", "psp_pair_entropy": "layer"}
+DIAGNOSTICS = {"hessian_eig": "eig", "psp_norm": "layer", "psp_entropy": "layer", "psp_pair_entropy": "layer",
+               "kfac_radius": "linear", "inference_us": "batch"}
+#: The labels of a dimension that is not numbered from 1: ``batch`` "one" (one row per call) and "all"
+#: (the whole test split in one call).
+LABELS = {"batch": ["one", "all"]}
 
 
 def _relu_only(model: nn.Module) -> bool:
@@ -33,16 +44,27 @@ def _relu_only(model: nn.Module) -> bool:
     return bool(acts) and all(a == "relu" for a in acts)
 
 
-def network_diagnostics(model: nn.Module, task, *, hessian_top: int, psp: bool, seed: int = 0) -> dict[str, list[float]]:
-    """The diagnostics of ``model`` on ``task``'s training split: ``{name: [values]}`` for the
-    names of :data:`DIAGNOSTICS` that are asked for and defined for this network."""
+def kfac_radii(model: nn.Module, data, *, loss: str) -> list[float]:
+    """lambda_max(A_l) lambda_max(G_l) for every Linear layer l of ``model`` in order, from its exact-Fisher
+    K-FAC factors on ``data`` (the eigen-solve of :func:`sciprune.curvature.kfac_spectral_radius`)."""
+    from .curvature import kfac_factors, kfac_spectral_radius
+
+    factors = kfac_factors(model, data, loss=loss, fisher="exact")
+    return [float(kfac_spectral_radius({name: f})[0]) for name, f in factors.items()]
+
+
+def network_diagnostics(model: nn.Module, task, *, hessian_top: int, psp: bool, kfac: bool = False,
+                        inference: bool = False, seed: int = 0) -> dict[str, list[float]]:
+    """The diagnostics of ``model`` on ``task`` (its training split; ``inference``: its test split's
+    inputs): ``{name: [values]}`` for the names of :data:`DIAGNOSTICS` that are asked for and defined
+    for this network."""
     from .diagnostics import hessian_summary, psp_entropy, psp_norms
 
     linear_chain(model)  # a plain chain, as every diagnostic here needs
     data = (task.X_train, task.Y_train)
+    loss = "mse" if task.task == "regression" else "cross_entropy"
     out: dict[str, list[float]] = {}
     if hessian_top:
-        loss = "mse" if task.task == "regression" else "cross_entropy"
         h = hessian_summary(model, data, loss=loss, k=hessian_top, kfac=False, seed=seed)
         out["hessian_eig"] = [float(v) for v in h["eigenvalue"].values]
     if psp:
@@ -53,4 +75,10 @@ def network_diagnostics(model: nn.Module, task, *, hessian_top: int, psp: bool, 
             out["psp_pair_entropy"] = [float(v) for v in e["mean_pair_entropy"].values]
         else:
             out["psp_norm"] = [float(v) for v in psp_norms(model, data)["mean_psp_sq"].values]
+    if kfac:
+        out["kfac_radius"] = kfac_radii(model, data, loss=loss)
+    if inference:
+        from .inference_time import forward_time_us
+
+        out["inference_us"] = [forward_time_us(model, task.X_test, batch=b) for b in (1, None)]
     return out

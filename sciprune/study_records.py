@@ -102,10 +102,12 @@ def diagnostic_variables(lead_dims: tuple[str, ...], lead_shape: tuple[int, ...]
                          ratios: Sequence[float], prune_items: Iterable[tuple[tuple[int, ...], str, float, dict]],
                          dense_items: Iterable[tuple[tuple[int, ...], dict]]) -> tuple[dict, dict]:
     """``(data_vars, coords)`` of the records' ``diagnostics`` (:mod:`sciprune.study_diagnostics`):
-    ``<name>`` over (lead..., method, ratio, eig | layer) for the pruned networks and ``dense_<name>``
-    over (lead..., eig | layer) for the dense ones; ``eig`` numbers eigenvalues from 1 (largest first),
-    ``layer`` hidden layers from 1; NaN where a network has fewer, or the diagnostic is not defined."""
-    from .study_diagnostics import DIAGNOSTICS
+    ``<name>`` over (lead..., method, ratio, its dimension in :data:`~sciprune.study_diagnostics.DIAGNOSTICS`)
+    for the pruned networks and ``dense_<name>`` over (lead..., that dimension) for the dense ones; ``eig`` numbers eigenvalues from 1 (largest first),
+    ``layer`` hidden layers and ``linear`` Linear layers from 1, ``batch`` has the labels of
+    :data:`~sciprune.study_diagnostics.LABELS`; NaN where a network has fewer, or the diagnostic is not
+    defined."""
+    from .study_diagnostics import DIAGNOSTICS, LABELS
 
     prune_items, dense_items = list(prune_items), list(dense_items)
     diags = [rec.get("diagnostics") or {} for *_, rec in prune_items] + [rec.get("diagnostics") or {}
@@ -130,12 +132,12 @@ def diagnostic_variables(lead_dims: tuple[str, ...], lead_shape: tuple[int, ...]
                 dense[tuple(lead)][: len(v)] = v
         data[n] = (lead_dims + ("method", "ratio", dim), arr)
         data[f"dense_{n}"] = (lead_dims + (dim,), dense)
-    return data, {dim: list(range(1, k + 1)) for dim, k in sizes.items()}
+    return data, {dim: LABELS[dim] if dim in LABELS else list(range(1, k + 1)) for dim, k in sizes.items()}
 
 
 def diagnostics_problem(diag: object) -> str | None:
     """What is wrong with a stored record's ``diagnostics`` (name -> list of numbers), or None."""
-    from .study_diagnostics import DIAGNOSTICS
+    from .study_diagnostics import DIAGNOSTICS, LABELS
 
     if not isinstance(diag, dict):
         return "'diagnostics' is not an object"
@@ -145,6 +147,9 @@ def diagnostics_problem(diag: object) -> str | None:
         if not (isinstance(values, list) and all(isinstance(v, (int, float)) and not isinstance(v, bool)
                                                  for v in values)):
             return f"'diagnostics.{name}' is not a list of numbers"
+        labels = LABELS.get(DIAGNOSTICS[name])
+        if labels is not None and len(values) != len(labels):
+            return f"'diagnostics.{name}' must have {len(labels)} values ({', '.join(labels)}), got {len(values)}"
     return None
 
 

@@ -20,9 +20,10 @@ from malformed import assert_raises_user_error, assert_user_error, invoke, snaps
 from sciprune.report import report
 from sciprune.results import read_dataset, write_dataset
 
-DIAG_DIMS = ("eig", "layer", "pair", "alpha")
+DIAG_DIMS = ("eig", "layer", "linear", "batch", "pair", "alpha")
 FIGURES = ["report_hessian_eig_vs_ratio.png", "report_loss_lines.png", "report_psp_entropy_vs_ratio.png",
-           "report_psp_norm_vs_ratio.png", "report_psp_pair_entropy_vs_ratio.png"]
+           "report_psp_norm_vs_ratio.png", "report_psp_pair_entropy_vs_ratio.png", "report_kfac_radius_vs_ratio.png",
+           "report_inference_us_vs_ratio.png"]
 OLD = ["ranking.nc", "report.md", "report_test_mse_clean_vs_ratio.png"]
 
 
@@ -36,7 +37,7 @@ def results(tmp_path_factory, tiny_pdebench) -> Path:
     case = folder / "case.toml"
     case.write_text(tiny_case(folder / "out", tiny_pdebench, name="diag", seeds=[0, 1],
                               diagnostics={"hessian_top": 2, "psp": True, "lines": [["magnitude", "gradient"]],
-                                           "line_points": 5},
+                                           "line_points": 5, "kfac": True, "inference": True},
                               model={"widths": [6, 6], "activation": "relu"},
                               prune={"methods": ["magnitude", "gradient"], "ratios": [0.5, 0.8]},
                               train={"epochs": 4}, finetune={"epochs": 1}))
@@ -90,14 +91,18 @@ def test_tables_hold_mean_and_std_over_seeds(full):
                                                                                           "stage": "finetuned"}),
               "(`hessian_eig`, eig = 1)": lambda m, r, lyr: ds["hessian_eig"].sel(at).sel({"method": m, "ratio": r, "eig": 1})}
     for name in ("psp_norm", "psp_entropy", "psp_pair_entropy"):
-        checks[f"(`{name}`)"] = lambda m, r, lyr, name=name: ds[name].sel(at).sel({"method": m, "ratio": r, "layer": lyr})
+        checks[f"(`{name}`)"] = lambda m, r, lyr, name=name: ds[name].sel(at).sel({"method": m, "ratio": r, "layer": int(lyr)})
+    checks["(`inference_us`)"] = lambda m, r, b: ds["inference_us"].sel(at).sel({"method": m, "ratio": r, "batch": b})
+    # the network's K-FAC radius: the largest over its Linear layers, per seed
+    checks["(`kfac_radius`)"] = lambda m, r, _: ds["kfac_radius"].sel(at).sel({"method": m, "ratio": r}).max("linear")
+    inner = {"(`inference_us`)": "batch", "(`kfac_radius`)": None}
     for heading, pick in checks.items():
         table = _table(text, heading)
-        per_layer = "layer" in heading or "psp" in heading
-        keys = [(m, str(lyr)) for m in methods for lyr in ds["layer"].values] if per_layer else [(m,) for m in methods]
+        dim = inner.get(heading, "layer" if "psp" in heading else None)
+        keys = [(m, str(lbl)) for m in methods for lbl in ds[dim].values] if dim else [(m,) for m in methods]
         assert sorted(table) == sorted(keys), heading
         for key in keys:
-            want = [_cell(pick(key[0], r, int(key[-1]) if per_layer else None).values) for r in ratios]
+            want = [_cell(pick(key[0], r, key[-1] if dim else None).values) for r in ratios]
             assert table[key] == want, (heading, key)
     lines = _table(text, "(`line_train_loss`, `line_test_loss`)")
     for split, var in (("training", "line_train_loss"), ("test", "line_test_loss")):
@@ -106,6 +111,9 @@ def test_tables_hold_mean_and_std_over_seeds(full):
         assert lines[("magnitude->gradient", split)] == [_cell(barrier[:, j]) for j in range(len(ratios))]
     dense = ds["dense_hessian_eig"].sel(at).sel(eig=1).values
     assert f"Dense network: {_cell(dense)}." in text
+    assert f"Dense network: {_cell(ds['dense_kfac_radius'].sel(at).max('linear').values)}." in text
+    us = ds["dense_inference_us"].sel(at)
+    assert f"Dense network: batch one: {_cell(us.sel(batch='one').values)}, batch all: {_cell(us.sel(batch='all').values)}." in text
 
 
 def test_without_diagnostics_the_report_is_as_before(full, tmp_path):
@@ -179,6 +187,10 @@ BAD = [
     ("line without alpha", _wrong("line_test_loss", lambda v: v.isel(alpha=0)), ["'line_test_loss'", "dims"]),
     ("text values", _wrong("psp_pair_entropy", lambda v: v.astype(str)), ["'psp_pair_entropy'", "numbers"]),
     ("repeated pair labels", lambda ds: ds.isel(pair=[0, 0]), ["'pair'", "unique"]),
+    ("kfac over hidden layers", _wrong("kfac_radius", lambda v: v.rename(linear="layer")), ["'kfac_radius'", "dims"]),
+    ("dense time per method", _wrong("dense_inference_us", lambda v: v.expand_dims(method=["x"])),
+     ["'dense_inference_us'", "dims"]),
+    ("repeated batch labels", lambda ds: ds.isel(batch=[0, 0]), ["'batch'", "unique"]),
     ("nan alpha", lambda ds: ds.assign_coords(alpha=[0.0, np.nan, 0.5, 0.75, 1.0]), ["'alpha'", "finite"]),
 ]
 

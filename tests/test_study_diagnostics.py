@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import tiny_case
+from study_networks import rebuild
 
 import sciprune
 from sciprune.config import load_case
@@ -42,13 +43,7 @@ def _case(tmp_path, data, name, activation):
 def test_results_hold_the_diagnostics_of_every_network(tmp_path, data, activation):
     case = _case(tmp_path, data, f"d{activation}", activation)
     ds = read_dataset(run_case(case, show_progress=False, echo=lambda s: None))
-    loaded = load_task(case, 0.0, 0, device="cpu", dtype=torch.float64)
-    t = loaded.task
-    dense = make_model(case.model, t.in_features, t.out_features, 0, device="cpu", dtype=torch.float64)
-    sciprune.fit(dense, t, train_config(case.train, 0))
-    pruned = copy.deepcopy(dense)
-    sciprune.prune(pruned, "magnitude", 0.5, t)
-    sciprune.fit(pruned, t, train_config(case.finetune, 0))
+    t, dense, pruned = rebuild(case)
     at = {"arch": "model", "noise": 0.0, "seed": 0}
     for prefix, model, where in (("dense_", dense, at), ("", pruned, {**at, "method": "magnitude", "ratio": 0.5})):
         want = network_diagnostics(model, t, hessian_top=3, psp=True, seed=0)
