@@ -33,7 +33,8 @@ REFERENCED_MODULES = [
     "sciprune", "sciprune.data", "sciprune.curvature", "sciprune.diagnostics", "sciprune.ensemble",
     "sciprune.sweep", "sciprune.metrics", "sciprune.errors", "sciprune.outputs", "sciprune.losses",
     "sciprune.schedules", "sciprune.procedure", "sciprune.hooks", "sciprune.lottery", "sciprune.lottery_rewind",
-    "sciprune.lobster", "sciprune.lobster_threshold",
+    "sciprune.lobster", "sciprune.lobster_threshold", "sciprune.neurons", "sciprune.compaction",
+    "sciprune.compact_training", "sciprune.flatness", "sciprune.neuron_rounds",
 ]
 _LINK = re.compile(r"!?\[[^\]]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
 _FENCE = re.compile(r"^```.*?^```", re.S | re.M)
