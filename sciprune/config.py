@@ -182,14 +182,20 @@ class Case(_Frozen):
         if shifted:
             raise _Bad("prune.compensate", f"method(s) {shifted} remove whole neurons; elimination-compensation "
                                            "shifts are defined per weight: leave them out of prune.compensate")
+        scopes = {}  # the scope each neuron variant ranks with: its rounds' own, else the study's
+        for label, m, _ in self.prune.variants:
+            if granularity_of(m) == "neuron":
+                rounds = self.prune.procedure(label).rounds
+                scopes.setdefault(self.prune.scope if rounds is None else rounds.get("scope", "global"), label)
         for name, spec in self.models.items():
             hidden = spec.sizes(1, 1)[1:-1]
-            for ratio in self.prune.ratios:
-                try:
-                    check_neuron_ratio(ratio, {f"hidden layer {i + 1} of {name}": w for i, w in enumerate(hidden)},
-                                       scope=self.prune.scope)
-                except SciPruneError as err:
-                    raise _Bad("prune.ratios", str(err)) from None
+            for scope, label in scopes.items():
+                for ratio in self.prune.ratios:
+                    try:
+                        check_neuron_ratio(ratio, {f"hidden layer {i + 1} of {name}": w for i, w in enumerate(hidden)},
+                                           scope=scope)
+                    except SciPruneError as err:
+                        raise _Bad("prune.ratios", f"{err} (variant {label!r})") from None
 
     def _check_sizes(self) -> None:
         """Every network fits in memory. Input and output sizes: (x, t) -> u for PDEBench, 8x8 digits

@@ -34,7 +34,22 @@ def test_compact_network_trains_as_the_masked_one(optimizer, wd):
     sciprune.fit(model, (X, Y), cfg, optimizer=opt)
     sciprune.prune(model, "neuron-magnitude", 0.4)
     small, small_opt, kept = compact_in_training(model, opt)
+    assert_close(small(X), model(X), rtol=1e-12)  # right after compaction: the masked network's outputs
     assert [int(k.numel()) for k in kept] == [h.size for h in hidden_layers(small)]
+    old, new = dict(model.named_parameters()), dict(small.named_parameters())
+    rows = {"linear0": kept[0], "linear1": kept[1], "linear2": None}
+    cols = {"linear0": None, "linear1": kept[0], "linear2": kept[1]}
+    for name, p in new.items():  # the kept neurons' optimiser state, carried over exactly
+        layer, kind = name.split(".")
+        ref = {k: v for k, v in opt.state[old[name]].items()}
+        for key, value in small_opt.state[p].items():
+            expected = ref[key]
+            if torch.is_tensor(expected) and expected.shape == old[name].shape:
+                if rows[layer] is not None:
+                    expected = expected[rows[layer]]
+                if kind == "weight" and cols[layer] is not None:
+                    expected = expected[:, cols[layer]]
+            assert torch.equal(torch.as_tensor(value), torch.as_tensor(expected)), (name, key)
     alive = alive_neurons(model, [h.weight for h in hidden_layers(model)])
     for k, a in zip(kept, alive.values()):
         assert torch.equal(k, torch.nonzero(a).flatten())

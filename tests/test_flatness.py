@@ -188,3 +188,46 @@ def test_penalty_refuses_the_ensemble_state():
     model, X, Y = _setup("tanh", False)
     state = FitState(model=model, optimizer=torch.optim.SGD(model.parameters(), lr=0.1), epochs=1)
     assert_raises_user_error(lambda: FlatnessPenalty(mu=1.0, K=0.0).after_backward(state), "sciprune.fit")
+
+
+def test_penalty_gradient_equals_torch_func_gradient_of_the_dense_form():
+    """grad of v^T H v (v fixed) by the double backward against torch.func.grad through torch.func.hessian."""
+    model, X, Y = _setup("relu", True, seed=3)
+    d = top_direction(model, X, Y, loss="cross_entropy")
+    _, q = curvature_along(model, d, X, Y, loss="cross_entropy")
+    names = [n for n, _ in model.named_parameters()]
+    got = torch.autograd.grad(q, list(model.parameters()), allow_unused=True)
+    ref = grad(lambda p: _dense_q(model, d, X, Y, p))({n: p.detach() for n, p in model.named_parameters()})
+    for n, g in zip(names, got):
+        assert_close(torch.zeros_like(ref[n]) if g is None else g, ref[n], rtol=1e-9, what=n)
+
+
+@pytest.mark.parametrize("act,classes", [("tanh", False), ("relu", True)])
+def test_rho_is_the_top_eigenvalue_of_the_dense_kronecker_product(act, classes):
+    from sciprune.curvature import kfac_factors
+
+    model, X, Y = _setup(act, classes, seed=5)
+    loss = "cross_entropy" if classes else "mse"
+    d = top_direction(model, X, Y, loss=loss)
+    f = kfac_factors(model, (X, Y), loss=loss)[d.layer]
+    dense = torch.kron(f.G.double(), f.A.double())
+    assert_close(d.rho, float(torch.linalg.eigvalsh(dense)[-1]), rtol=1e-10)
+    v = torch.cat([d.weight, d.bias[:, None]], dim=1).reshape(-1)  # row-major vec of [W b] = kron(u_G, u_A)
+    assert_close(dense @ v, d.rho * v, rtol=1e-9)
+    rhos = {n: float(torch.linalg.eigvalsh(torch.kron(g.G.double(), g.A.double()))[-1])
+            for n, g in kfac_factors(model, (X, Y), loss=loss).items()}
+    assert d.layer == max(rhos, key=rhos.get)
+
+
+def test_hgnp_refuses_a_model_that_is_not_a_linear_chain():
+    class Twice(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = torch.nn.Linear(3, 4)
+            self.b = torch.nn.Linear(4, 1)
+
+        def forward(self, x):
+            return self.b(torch.tanh(self.a(x)))
+
+    X, Y = torch.randn(8, 3), torch.randn(8, 1)
+    assert_raises_user_error(lambda: sciprune.scores(Twice(), "hgnp", (X, Y)), "nn.Sequential")

@@ -121,3 +121,14 @@ def test_saved_surrogate_is_the_compact_network_with_the_neurons_it_kept(tmp_pat
     prov = model.metadata["provenance"]["neurons"]
     assert sum(widths) == 6 and prov["widths"][-1] == widths
     assert [len(k) for k in prov["kept"].values()] == widths
+
+
+@pytest.mark.parametrize("procs,extra,needle", [
+    ({"x": {"method": "taylor-neuron", "rounds": {"per_round": 2, "scope": "layer"}}}, {"methods": ["magnitude"], "ratios": [0.95]},
+     "would remove all 6"),
+    ({}, {"methods": ["neuron-magnitude"], "ratios": [0.95], "scope": "global"}, "leaving fewer than one"),
+])
+def test_a_ratio_that_empties_a_layer_is_refused_at_load(tmp_path, tiny_pdebench, procs, extra, needle):
+    path = _case(tmp_path, tiny_pdebench, "empty", procedures=procs, **extra)
+    before = snapshot(tmp_path)
+    assert_user_error(invoke(["run", path]), needle, watch=(tmp_path,), before=before)
