@@ -16,7 +16,9 @@ For the dense network and every final (fine-tuned) pruned network of a block, on
   flatness measure) is the largest over layers (:func:`sciprune.curvature.kfac_spectral_radius`);
 - ``inference_us``: the forward pass's wall-clock time per row in microseconds, float32 on the model's
   device, on the test split's inputs: one row per call and the whole split in one call
-  (:func:`sciprune.inference_time.forward_time_us`; :data:`LABELS` ``batch``).
+  (:func:`sciprune.inference_time.forward_time_us`; :data:`LABELS` ``batch``), of the network as it is
+  exported: :func:`sciprune.compact` of it (whole removed neurons dropped, the same outputs; a network
+  with weight masks only keeps its size and its time).
 
 :func:`network_diagnostics` returns plain lists (JSON-safe, as a sweep stores them);
 :func:`sciprune.study_records.diagnostic_variables` turns them into the results' variables.
@@ -80,5 +82,8 @@ def network_diagnostics(model: nn.Module, task, *, hessian_top: int, psp: bool, 
     if inference:
         from .inference_time import forward_time_us
 
-        out["inference_us"] = [forward_time_us(model, task.X_test, batch=b) for b in (1, None)]
+        from .compaction import compact
+
+        net = compact(model)  # as exported: whole dead neurons removed (same outputs); masks alone save nothing
+        out["inference_us"] = [forward_time_us(net, task.X_test, batch=b) for b in (1, None)]
     return out

@@ -158,3 +158,26 @@ def test_a_stored_record_with_the_wrong_number_of_times_is_a_problem():
     assert diagnostics_problem({"inference_us": [3.0, 0.5], "kfac_radius": [1.0, 2.0, 0.1]}) is None
     for bad in ([3.0], [3.0, 0.5, 1.0]):
         assert "'diagnostics.inference_us' must have 2 values (one, all)" in diagnostics_problem({"inference_us": bad})
+
+
+def test_inference_is_timed_on_the_compacted_network(monkeypatch):
+    """A network with masked neurons is timed as sciprune.compact makes it (what export writes)."""
+    import torch
+
+    import sciprune
+    import sciprune.inference_time as it
+    from sciprune.study_diagnostics import network_diagnostics
+
+    seen = []
+    monkeypatch.setattr(it, "forward_time_us", lambda net, X, batch: seen.append(
+        [m.out_features for m in net if isinstance(m, torch.nn.Linear)]) or 1.0)
+    model = sciprune.MLP(2, [6, 6], 1, "tanh", seed=0).double()
+    sciprune.prune(model, "neuron-magnitude", 0.5, scope="layer")
+
+    class Task:
+        X_test = torch.rand(5, 2, dtype=torch.float64)
+        X_train, Y_train = X_test, torch.rand(5, 1, dtype=torch.float64)
+        task = "regression"
+
+    out = network_diagnostics(model, Task(), hessian_top=0, psp=False, inference=True)
+    assert out["inference_us"] == [1.0, 1.0] and seen == [[3, 3, 1], [3, 3, 1]]
