@@ -311,15 +311,23 @@ def run(case_file, output, device, quiet, wait) -> None:
 @click.option("--out", "out", default=None, type=PathArg(file_okay=False),
               help="Folder of the figures and report.md (default: beside RESULTS).")
 @click.option("--metric", default=None, help="Metric to rank by (default: test_mse_clean, or test_loss).")
-def report_cmd(results, out, metric) -> None:
+@click.option("--tolerance", default=0.1, show_default=True, type=float,
+              help="How far can I prune: the largest ratio whose mean error is within (1 + TOLERANCE) x the "
+                   "dense network's, per method and noise level (> 0).")
+def report_cmd(results, out, metric, tolerance) -> None:
     """Draw a study's results.nc: error against ratio per method and noise level, and a ranking.
+
+    Also which method to use per noise level and ratio (best mean, margin, and whether it holds over
+    seeds: paired 95% bootstrap interval, sign test), how far each method prunes within --tolerance of
+    the dense error (recommendation.csv, tolerance.csv), and with two noise levels or more the error
+    against the noise level per ratio (robustness_*.png; docs/studies.md).
 
     A study run with [diagnostics] also gets, per architecture and noise level, a figure and a table
     (mean ± std over seeds) of the top Hessian eigenvalue, the PSP norm and PSP-entropies per layer
     against the ratio, and of the loss along each line (docs/diagnostics.md)."""
     from .report import report
 
-    path = report(results, out, metric=metric)
+    path = report(results, out, metric=metric, tolerance=tolerance)
     click.echo(f"wrote {path}")
 
 

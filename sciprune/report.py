@@ -15,6 +15,7 @@ import xarray as xr
 
 from .errors import DataFormatError, SciPruneError
 from .report_diagnostics import fmt as _fmt, is_real as _is_real
+from .report_robustness import DEFAULT_TOLERANCE
 from .results import atomic_path
 
 __all__ = ["report", "ranking", "default_metric"]
@@ -101,15 +102,9 @@ def _summary(ds: xr.Dataset, metric: str, ranks: xr.Dataset, figures: list[str])
 
 def _case_name(ds: xr.Dataset) -> str:
     """The case name recorded in the results (the ``case`` attribute is stored as JSON), or ''."""
-    import json
+    from .report_robustness import case_attrs
 
-    case = ds.attrs.get("case")
-    if isinstance(case, str):
-        try:
-            case = json.loads(case)
-        except ValueError:
-            return ""
-    name = case.get("name", "") if isinstance(case, dict) else ""
+    name = case_attrs(ds).get("name", "")
     return name if isinstance(name, str) else ""
 
 
@@ -187,11 +182,15 @@ def _suffixes(ds: xr.Dataset, single: bool):
     return suffix
 
 
-def report(results: str | Path, out: str | Path | None = None, *, metric: str | None = None) -> Path:
+def report(results: str | Path, out: str | Path | None = None, *, metric: str | None = None,
+           tolerance: float = DEFAULT_TOLERANCE) -> Path:
     """Write figures (``report_<metric>_vs_ratio[_<arch>].png``), ``ranking.nc`` and ``report.md`` for a
     results file; return the path of ``report.md``. ``out`` defaults to the results file's folder. A
     study with ``[diagnostics]`` also gets, per architecture and noise level, a figure and a table per
-    quantity (:mod:`sciprune.report_diagnostics`).
+    quantity (:mod:`sciprune.report_diagnostics`). Every study gets the noise-robustness part
+    (:mod:`sciprune.report_robustness`): ``recommendation.csv`` (which method per noise level and ratio,
+    with paired statistics over seeds), ``tolerance.csv`` (the largest ratio within ``(1 + tolerance)``
+    of the dense error) and, with two noise levels or more, ``robustness_<metric>*.png``.
 
     The results and ``metric`` are checked and the output folder prepared before anything is drawn;
     every file is staged as a temporary file and all are renamed into place at the end, so a failure
@@ -201,8 +200,10 @@ def report(results: str | Path, out: str | Path | None = None, *, metric: str | 
     from .outputs import check_name, child, prepare_output
     from .plots import plot_loss_vs_ratio
     from .report_diagnostics import check_diagnostics, plan
+    from .report_robustness import check_tolerance, plan as robustness_plan
     from .results import write_dataset
 
+    tolerance = check_tolerance(tolerance)
     results = Path(results)
     ds = _read(results)
     _check_study(ds, results)
@@ -214,6 +215,7 @@ def report(results: str | Path, out: str | Path | None = None, *, metric: str | 
              else f"report_{metric}_vs_ratio_{check_name(str(arch), f'architecture label in {results}')}.png"
              for arch in ds["arch"].values}
     diagnostics = plan(ds, metric, lambda arch: names[arch], _suffixes(ds, single))
+    robust = robustness_plan(ds, metric, lambda arch: "" if single else f"_{arch}", tolerance)
     out = prepare_output(results.parent if out is None else out, is_dir=True,
                          what="--out" if out is not None else "the report folder (beside RESULTS)")
     ranks = ranking(ds, metric)
@@ -228,10 +230,13 @@ def report(results: str | Path, out: str | Path | None = None, *, metric: str | 
             for arch, name in names.items():
                 plot_loss_vs_ratio(ds.sel(arch=arch), stage(name), metric=metric,
                                    title=None if single else f"architecture {arch}")
-            for name, draw in diagnostics.figures.items():
+            for name, draw in {**diagnostics.figures, **robust.figures}.items():
                 draw(stage(name))
+            for name, table in robust.tables.items():
+                Path(stage(name)).write_text(table)
             write_dataset(ranks, stage("ranking.nc"))
             text = _summary(ds, metric, ranks, list(names.values()))
+            text += "\n" + "\n".join(robust.text)  # before the diagnostics: a study's report without them is a prefix
             text += ("\n" + "\n".join(diagnostics.text)) if diagnostics.text else ""
             Path(stage("report.md")).write_text(text)
     except OSError as err:  # full disk, quota, I/O error: every staged file is already removed

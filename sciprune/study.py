@@ -242,7 +242,20 @@ def study_attrs(case: Case, case_path: str | None, *, wall_time_s: float, device
         "units": "errors in the physical units of u" if case.data.kind == "pdebench" else "cross-entropy (nats), accuracy (fraction)",
         "versions": versions(), "wall_time_s": round(wall_time_s, 3), "device": str(device),
         "data_sha256": data.sha256, "data_fingerprint": data.detail,
+        **({"field_rms": r} if (r := field_rms(case)) is not None else {}),
     }
+
+
+def field_rms(case: Case) -> float | None:
+    """sqrt(mean(u^2)) of the clean field the regression targets come from (physical units), for the
+    report's signal-to-noise axis; None for classification."""
+    if case.data.kind != "pdebench":
+        return None
+    from .data.pdebench import open_pdebench
+
+    with open_pdebench(case.data.file) as f:
+        u = np.asarray(f.sample(case.data.sample).values, dtype=np.float64)
+    return float(np.sqrt(np.mean(u ** 2)))
 
 
 def load_task(case: Case, level: float, seed: int, *, device, dtype) -> LoadedTask:
