@@ -107,6 +107,7 @@ class _Stepper:
         self.variant, self.scope, self.planner, self.schedule = variant, scope, planner, schedule
         self.model = model
         self.report: PruneReport | None = None
+        self.rounds_result = None  # a rounds variant's record (sciprune.neuron_rounds.RoundsResult)
         if isinstance(schedule, Iterative) and scope == "global":
             total = sum(s.numel() for s in self.first().scores.values())
             self.targets = schedule.targets(variant.ratio, total=total)
@@ -334,7 +335,7 @@ def prune_and_train(planner: Planner, variants: Sequence[Variant], *, schedule, 
     for i in range(len(variants)):
         if i in rounds:
             s = steppers[i]
-            n = int(s.procedure_rounds.finetune_epochs)
+            n = int(s.proc.rounds.get("finetune_epochs", 0))
             hist = s.rounds_result.histories[-1] if n and s.rounds_result.histories else History()
             out.append(replace(_finish(s, hist, replace(study.base(s.proc), epochs=n), evaluate),
                                provenance=s.rounds_result.provenance()))
@@ -346,7 +347,6 @@ def prune_and_train(planner: Planner, variants: Sequence[Variant], *, schedule, 
 
 def _rounds(study: _Study, v: Variant) -> _Stepper:
     """A rounds variant pruned and trained to the end (:mod:`sciprune.study_rounds`), as a one-step stepper."""
-    from .neuron_rounds import Rounds
     from .study_rounds import run_rounds
 
     start = study.init() if v.procedure.start == "init" else copy.deepcopy(study.planner.model)
@@ -354,7 +354,7 @@ def _rounds(study: _Study, v: Variant) -> _Stepper:
     res, report, pruned = run_rounds(v, start, study.planner.data, study.base(v.procedure), options, study.evaluate)
     s = _Stepper(study.planner, v, OneShot(), "global", res.model)
     s.report, s.steps = report, [StepRecord(float(report.achieved), pruned=pruned)]
-    s.rounds_result, s.procedure_rounds = res, Rounds.from_dict(v.procedure.rounds)
+    s.rounds_result = res
     return s
 
 
