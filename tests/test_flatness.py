@@ -231,3 +231,14 @@ def test_hgnp_refuses_a_model_that_is_not_a_linear_chain():
 
     X, Y = torch.randn(8, 3), torch.randn(8, 1)
     assert_raises_user_error(lambda: sciprune.scores(Twice(), "hgnp", (X, Y)), "nn.Sequential")
+
+
+def test_hgnp_batch_is_random_rows_of_resident_data():
+    """The scored batch is batch_size rows drawn with the seed (torch.randperm), not consecutive rows."""
+    from sciprune.batches import as_batches
+    from sciprune.criteria.hgnp import one_batch
+
+    X, Y = torch.arange(20.0)[:, None], torch.zeros(20, 1)
+    Xb, _ = one_batch(as_batches((X, Y), batch_size=6), torch.Generator().manual_seed(7))
+    expected = torch.randperm(20, generator=torch.Generator().manual_seed(7))[:6].double()
+    assert torch.equal(Xb[:, 0].double(), expected)

@@ -9,9 +9,10 @@ its penalty part ``d(v^T H v)/dm_i`` (when ``v^T H v > K``) comes from autograd 
 Hessian-vector product (third derivatives). ``v`` is the K-FAC top direction of the same mini-batch.
 ``mu = 0``: the paper's second ablation (selection without the penalty), ``|dL/dm|``.
 
-The mini-batch: one of the data's mini-batches (``batch_size`` rows of ``(X, Y)`` in their order, or
-the batches of an iterable), drawn with the seed; without ``batch_size``, all rows. Rows stored in a
-sorted order (a grid) give spatially local batches: pass shuffled rows. A removed neuron (row, bias, column masked) has
+The mini-batch: ``batch_size`` rows of ``(X, Y)`` drawn at random (without replacement, with the seed),
+or one of an iterable's batches drawn with the seed; without ``batch_size``, all rows. Random rows, not
+the data's own consecutive batches: rows stored in a grid order (a PDE surrogate's) would otherwise give
+a batch from one short time window. A removed neuron (row, bias, column masked) has
 ``a = 0`` where it enters the next layer (tanh(0) = relu(0) = 0) and scores 0.
 """
 
@@ -36,18 +37,21 @@ OPTIONS = {
     "mu": f"float >= 0, default {DEFAULT_MU}: weight of the flatness penalty in F (0: the paper's selection ablation)",
     "K": f"float >= 0, default {DEFAULT_K}: the curvature v^T H v tolerated before the penalty acts",
     "fisher": "'exact' (default) or 'sampled': the K-FAC factors' output curvature",
-    "batch_size": "rows of the one random mini-batch scored (default: all rows)",
+    "batch_size": "rows of the one random mini-batch scored, drawn with the seed (default: all rows)",
 }
 
 
 def one_batch(data: Batches, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """One of the data's mini-batches (``batch_size`` rows of resident data in their order, or one
-    batch of an iterable), its index drawn uniformly with ``generator``."""
+    """One random mini-batch: ``batch_size`` rows drawn without replacement with ``generator`` from
+    resident data (all rows when ``batch_size`` is not below their number), or one of an iterable's
+    batches drawn with it."""
     res = data.resident
     if res is not None:
-        count = -(-res[0].shape[0] // data.batch_size)
-        b = int(torch.randint(count, (1,), generator=generator))
-        return res[0][b * data.batch_size : (b + 1) * data.batch_size], res[1][b * data.batch_size : (b + 1) * data.batch_size]
+        n = res[0].shape[0]
+        if data.batch_size >= n:
+            return res
+        idx = torch.randperm(n, generator=generator)[: data.batch_size].to(res[0].device)
+        return res[0][idx], res[1][idx]
     batches = list(data)
     return batches[int(torch.randint(len(batches), (1,), generator=generator))]
 
