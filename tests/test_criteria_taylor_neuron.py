@@ -253,3 +253,17 @@ def test_bad_options_are_one_line_and_change_nothing(options, needles):
     before = {k: v.clone() for k, v in model.state_dict().items()}
     assert_raises_user_error(lambda: sciprune.prune(model, "taylor-neuron", 0.3, (X, Y), **options), *needles)
     assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items()) and not mask_pairs(model)
+
+
+def test_shuffle_cuts_the_batches_from_rows_in_an_order_drawn_with_the_seed():
+    model = sciprune.MLP(2, [5, 4], 1, "tanh", seed=0).double()
+    g = torch.Generator().manual_seed(1)
+    X, Y = torch.rand(40, 2, generator=g, dtype=F64), torch.rand(40, 1, generator=g, dtype=F64)
+    got = sciprune.scores(model, "taylor-neuron", (X, Y), batch_size=10, shuffle=True, seed=3)
+    order = torch.randperm(40, generator=torch.Generator().manual_seed(3))
+    ref = sciprune.scores(model, "taylor-neuron", (X[order], Y[order]), batch_size=10, seed=3)
+    for n in got:
+        assert torch.equal(got[n], ref[n])
+    plain = sciprune.scores(model, "taylor-neuron", (X, Y), batch_size=10, seed=3)
+    assert any(not torch.equal(got[n], plain[n]) for n in got)
+    assert_raises_user_error(lambda: sciprune.scores(model, "taylor-neuron", (X, Y), shuffle="yes"), "shuffle")

@@ -19,6 +19,8 @@ Mini-batches are the data's (``batch_size`` of :func:`sciprune.scores`, or the b
 ``batches`` of them (default 30, Molchanov's ``frequency``) are drawn without replacement with the seed
 when there are more, else all are used. With one batch of all rows the score is the squared full-batch
 gate gradient, which vanishes at a stationary point of the training loss: give a ``batch_size``.
+``shuffle=True``: the rows of ``(X, Y)`` are put in an order drawn with the seed before the batches are
+cut (as a shuffling loader would), so that rows stored on a grid do not give batches from short windows.
 
 ``a dL/da`` comes from one forward walk and one backward walk of ``dL/dy`` through the chain
 (:class:`sciprune.chain.Walker`, no autograd): ``dL/da = (dL/dz_next) W_next``. A removed neuron (row,
@@ -50,6 +52,8 @@ OPTIONS = {
     "variant": "'squared' (default): (sum_n a dL_b/da)^2 per batch; 'per-example': sum_n (a dl_n/da)^2",
     "normalize": "False (default) or True: divide each layer's scores by their L2 norm (Molchanov 2017)",
     "batch_size": "rows per mini-batch (default: the data's own batches; all rows as one batch for (X, Y))",
+    "shuffle": "False (default) or True: cut the mini-batches from (X, Y)'s rows in an order drawn with the seed "
+               "(rows stored on a grid otherwise give batches from short time windows)",
 }
 
 
@@ -88,11 +92,16 @@ def gate_terms(chain: Walker, X: torch.Tensor, Y: torch.Tensor, at: dict[int, st
           "with respect to a gate after each hidden neuron (Molchanov et al. 2019; neuron granularity)",
           needs_data=True, options=OPTIONS, granularity="neuron")
 def taylor_neuron(model, data: Batches, names, generator, /, *, batches=DEFAULT_BATCHES, variant="squared",
-                  normalize=False) -> ScoreResult:
+                  normalize=False, shuffle=False) -> ScoreResult:
     k = check_positive_int(batches, "batches")
     variant = check_choice(variant, VARIANTS, "variant")
-    if not isinstance(normalize, bool):
-        raise SciPruneError(f"normalize must be True or False, got {normalize!r}")
+    for name, flag in (("normalize", normalize), ("shuffle", shuffle)):
+        if not isinstance(flag, bool):
+            raise SciPruneError(f"{name} must be True or False, got {flag!r}")
+    if shuffle and data.resident is not None:
+        X, Y = data.resident
+        order = torch.randperm(X.shape[0], generator=generator).to(X.device)
+        data = Batches((X[order], Y[order]), batch_size=data.batch_size)
     chain = Walker(model)
     nxt = {h.weight: h.next_weight for h in hidden_layers(model)}
     at = {chain.linear_at[nxt[n]]: n for n in names}
