@@ -21,7 +21,7 @@ import numpy as np
 import xarray as xr
 
 from .report_diagnostics import fmt
-from .robustness import LEVEL, MIN_SEEDS, RESAMPLES, crossovers, prune_within, recommend
+from .robustness import LEVEL, MIN_SEEDS, RESAMPLES, SHORT_BY, crossovers, prune_within, recommend
 
 __all__ = ["Plan", "plan", "snr", "check_tolerance", "noise_kind", "case_attrs", "DEFAULT_TOLERANCE"]
 
@@ -150,13 +150,22 @@ def _tables_text(ds: xr.Dataset, metric: str, rec: list[dict], reach: list[dict]
             cells = [r for r in rec if r["arch"] == str(arch) and r["stage"] == stage]
             lines += [f"### Which method: {arch}, {_STAGE[stage]}", ""]
             lines += _grid(cells, levels, heads, "ratio", ratios, _verdict_cell) + [""]
+            missed = {}
+            for r in cells:
+                for m in r.get("short", ()):
+                    missed.setdefault(m, set()).add(r["ratio"])
+            if missed:
+                lines += ["Left out where they did not reach the ratio (achieved sparsity more than "
+                          f"{SHORT_BY:g} below it in some seed): " + "; ".join(
+                              f"{m} at {', '.join(f'{x:g}' for x in sorted(rs))}" for m, rs in missed.items()) + ".", ""]
             if len(levels) > 1:
                 lines += _crossover_text(crossovers(cells))
     if not reach:
         return lines + [f"No `dense_{metric}` in the results: the tolerance table needs the dense network's error.", ""]
     better = "<= (1 + tol)" if "accuracy" not in metric else ">= (1 - tol)"
     lines += [f"Largest ratio within the tolerance {tolerance:g} of the dense network: mean over seeds {better} x "
-              "the dense mean, at that ratio and every smaller one of the grid ('none': not even the smallest). "
+              "the dense mean, at that ratio and every smaller one of the grid ('none': not even the smallest); "
+              "a ratio a variant did not reach counts as missed. "
               + ("Values: tolerance.csv." if len(levels) > 1 else ""), ""]
     for arch in ds["arch"].values:
         for stage in ("finetuned", "pruned"):

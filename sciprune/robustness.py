@@ -117,10 +117,32 @@ def _cell(values: np.ndarray, methods: list[str], lower: bool, resamples: int, s
     return Cell(verdict, winner, methods[b], best_mean, methods[nx], next_mean, margin, rel, lo, hi, p, n, tied)
 
 
+#: A variant whose achieved sparsity (``sparsity``) is more than this below the ratio, in some seed, did
+#: not reach that ratio (LOBSTER thresholded to a ratio may stop short): it is left out of that cell.
+SHORT_BY = 0.01
+
+
+def short_of_ratio(ds: xr.Dataset) -> xr.DataArray | None:
+    """True where a variant's achieved sparsity stayed more than :data:`SHORT_BY` below the ratio (dims
+    arch, noise, seed, method, ratio), or None when the results record no ``sparsity``."""
+    if "sparsity" not in ds:
+        return None
+    return ds["sparsity"] < ds["ratio"] - SHORT_BY
+
+
+def reached(ds: xr.Dataset, metric: str) -> xr.DataArray:
+    """``ds[metric]`` with NaN where the variant did not reach the ratio (:func:`short_of_ratio`)."""
+    short = short_of_ratio(ds)
+    return ds[metric] if short is None else ds[metric].where(~short)
+
+
 def recommend(ds: xr.Dataset, metric: str, *, resamples: int = RESAMPLES, seed: int = 0) -> list[dict]:
     """One row (a dict, :class:`Cell`'s fields plus arch, stage, noise, ratio) per cell of ``ds[metric]``
-    (dims arch, noise, seed, method, ratio, stage), in the order arch, stage, noise, ratio."""
-    v = ds[metric].transpose("arch", "stage", "noise", "ratio", "seed", "method")
+    (dims arch, noise, seed, method, ratio, stage), in the order arch, stage, noise, ratio. A variant that
+    did not reach a ratio in some seed (:func:`short_of_ratio`) is left out of that cell, like one with a
+    missing seed; ``short`` lists them."""
+    short = short_of_ratio(ds)
+    v = reached(ds, metric).transpose("arch", "stage", "noise", "ratio", "seed", "method")
     methods = [str(m) for m in ds["method"].values]
     lower = lower_is_better(metric)
     rows = []
@@ -129,8 +151,11 @@ def recommend(ds: xr.Dataset, metric: str, *, resamples: int = RESAMPLES, seed: 
             for i, level in enumerate(v["noise"].values):
                 for j, ratio in enumerate(v["ratio"].values):
                     cell = _cell(np.asarray(v.values[a, s, i, j], dtype=np.float64), methods, lower, resamples, seed)
+                    missed = () if short is None else tuple(
+                        str(m) for m in ds["method"].values
+                        if bool(short.sel({"arch": arch, "noise": level, "ratio": ratio, "method": m}).any()))
                     rows.append({"arch": str(arch), "stage": str(stage), "noise": float(level), "ratio": float(ratio),
-                                 **cell.__dict__})
+                                 **cell.__dict__, "short": missed})
     return rows
 
 
@@ -155,7 +180,8 @@ def prune_within(ds: xr.Dataset, metric: str, tolerance: float) -> list[dict]:
     """Per (arch, stage, noise, method) the largest ratio r such that at r and at every smaller ratio of
     the grid the mean over seeds meets ``mean_s e(m, r, s) <= (1 + tol) mean_s e_dense(s)`` (``>= (1 - tol)
     x dense`` for an accuracy); ``max_ratio`` is NaN when the smallest ratio already misses it. The
-    from-scratch baseline (``scratch_<metric>``, when stored) is a row named 'scratch' in both stages.
+    from-scratch baseline (``scratch_<metric>``, when stored) is a row named 'scratch' in both stages. A
+    ratio a variant did not reach in some seed (:func:`short_of_ratio`) counts as missed.
     Needs ``dense_<metric>``; returns [] without it."""
     dense_name = f"dense_{metric}"
     if dense_name not in ds:
@@ -166,7 +192,7 @@ def prune_within(ds: xr.Dataset, metric: str, tolerance: float) -> list[dict]:
     rows = []
 
     def reach(curve: np.ndarray, dense: float) -> tuple[float, float]:
-        ok = curve[order] <= (1 + tolerance) * dense if lower else curve[order] >= (1 - tolerance) * dense
+        ok = curve[order] <= (1 + tolerance) * dense if lower else curve[order] >= (1 - tolerance) * dense  # NaN: missed
         k = int(np.argmin(ok)) if not ok.all() else ok.size  # first failing ratio in increasing order
         return (float(ratios[order][k - 1]), float(curve[order][k - 1])) if k else (float("nan"), float("nan"))
 
@@ -175,7 +201,7 @@ def prune_within(ds: xr.Dataset, metric: str, tolerance: float) -> list[dict]:
             for level in ds["noise"].values:
                 sel = {"arch": arch, "noise": level}
                 dense = float(ds[dense_name].sel(sel).mean("seed", skipna=False))
-                curves = ds[metric].sel({**sel, "stage": stage}).mean("seed", skipna=False)
+                curves = reached(ds, metric).sel({**sel, "stage": stage}).mean("seed", skipna=False)
                 named = [(str(m), curves.sel({"method": m}).values) for m in ds["method"].values]
                 if f"scratch_{metric}" in ds:
                     named.append(("scratch", ds[f"scratch_{metric}"].sel(sel).mean("seed", skipna=False).values))

@@ -267,3 +267,22 @@ def test_run_and_sweep_give_the_same_tables(tmp_path, tiny_pdebench, no_figures,
                     assert float(a[k]) == pytest.approx(float(b[k]), rel=1e-5, nan_ok=True), (name, k)
                 except ValueError:
                     assert a[k] == b[k], (name, k)
+
+
+def test_a_variant_that_did_not_reach_the_ratio_is_left_out(tmp_path, no_robustness_figures):
+    """LOBSTER thresholded to a ratio may stop short: its (better) error at a sparsity it did not reach
+    must not win that ratio's cell, nor count as reaching it within the tolerance."""
+    ds = study({"short": lambda l, r, s: _seedwise(s) * 0.5, "full": lambda l, r, s: _seedwise(s),
+                "worse": lambda l, r, s: _seedwise(s) * 1.2}, ratios=(0.5, 0.9))
+    sp = np.broadcast_to(np.asarray([0.5, 0.9])[None, None, None, None, :], (1, 2, 5, 3, 2)).copy()
+    sp[:, :, :, 0, 1] = 0.6  # 'short' stopped at 0.6 of the 0.9 asked
+    ds["sparsity"] = (DIMS[:5], sp)
+    rows = recommend(ds, "test_mse_clean")
+    assert _cell(rows, stage="finetuned", noise=0.05, ratio=0.5)["winner"] == "short"
+    high = _cell(rows, stage="finetuned", noise=0.05, ratio=0.9)
+    assert high["winner"] == "full" and high["short"] == ("short",)
+    reach = {r["method"]: r["max_ratio"] for r in prune_within(ds, "test_mse_clean", 1.0)
+             if r["stage"] == "finetuned" and r["noise"] == 0.05}
+    assert reach == {"short": 0.5, "full": 0.9, "worse": 0.9}
+    text = report(write_dataset(ds, tmp_path / "results.nc")).read_text()
+    assert "Left out where they did not reach the ratio" in text and "short at 0.9" in text
