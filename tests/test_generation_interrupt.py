@@ -132,6 +132,9 @@ def _child(command: str, case: str, marks: str) -> None:
     half-writes the next one (data set created and flushed, never marked complete), says so with
     the file ``marks/half`` and waits there for its signal."""
     os.setpgrp()  # its own process group, which a terminal's Ctrl-C would signal as a whole
+    # Ctrl-C as at a terminal: a suite started as a background job (`cmd &` without job control) inherits
+    # SIGINT ignored, and Python then installs no KeyboardInterrupt handler; the child would sleep on.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     original = diffsorp_writing._write_sample
     written = []
 
@@ -162,7 +165,7 @@ def test_signal_while_generating_then_rerun_completes(tmp_path, ref, command, si
         _wait_for(lambda: (marks / "half").exists() or not proc.is_alive(), "a half-written sample")
         assert proc.is_alive(), f"the child ended early with exit code {proc.exitcode}"
         os.killpg(proc.pid, sig)
-        proc.join(180)  # the interrupted run's clean-up can take a minute on a machine loaded by other jobs
+        proc.join(60)
     finally:
         if proc.is_alive():
             os.killpg(proc.pid, signal.SIGKILL)
