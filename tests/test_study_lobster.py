@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 from helpers import assert_sweep_equals_run, tiny_case
+from study_networks import trained_by_hand
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from malformed import assert_user_error, invoke, snapshot
@@ -24,7 +25,7 @@ from sciprune.ensemble import fit_many
 from sciprune.lobster import Lobster, ScaledLobster
 from sciprune.lobster_threshold import apply_threshold, linear_names
 from sciprune.masks import get_masks
-from sciprune.pipeline import evaluate, load_task, make_model, run_case, train_config
+from sciprune.pipeline import evaluate, run_case
 from sciprune.results import read_dataset
 from sciprune.sweep import run_sweep
 from sciprune.training import TrainConfig, fit
@@ -81,15 +82,8 @@ class _AfterThreshold:
 
 def test_the_study_variant_equals_fit_with_the_lobster_hook_by_hand(studies):
     case, run, _ = studies
-    loaded = load_task(case, 0.0, 0, device="cpu", dtype=DT)
+    loaded, train, finetune, init, dense = trained_by_hand(case)
     t = loaded.task
-    train, finetune = train_config(case.train, 0), train_config(case.finetune, 0)
-
-    def init():
-        return make_model(case.model, t.in_features, t.out_features, 0, device="cpu", dtype=DT)
-
-    dense = init()
-    fit(dense, t, train)
     for ratio in RATIOS:
         for name, spec in PROCEDURES.items():
             opts = dict(spec["lobster"])

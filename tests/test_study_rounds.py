@@ -6,11 +6,11 @@ widths trained from scratch, and bad tables are one line, exit 2, before any wor
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
 from helpers import assert_sweep_equals_run, tiny_case
+from study_networks import trained_by_hand
 from malformed import assert_user_error, invoke, snapshot
 
 import sciprune
@@ -18,7 +18,7 @@ from sciprune.config import load_case
 from sciprune.flatness import FlatnessPenalty
 from sciprune.neuron_rounds import Rounds, prune_in_rounds
 from sciprune.neurons import hidden_layers
-from sciprune.pipeline import evaluate, load_task, make_model, run_case, train_config
+from sciprune.pipeline import evaluate, make_model, run_case
 from sciprune.results import read_dataset
 from sciprune.sweep import run_sweep
 from sciprune.training import fit
@@ -63,15 +63,8 @@ def studies(tmp_path_factory, tiny_pdebench):
 
 def test_the_study_variant_equals_prune_in_rounds_by_hand(studies):
     case, run, _ = studies
-    loaded = load_task(case, 0.0, 0, device="cpu", dtype=DT)
+    loaded, train, finetune, init, dense = trained_by_hand(case)
     t = loaded.task
-    train, finetune = train_config(case.train, 0), train_config(case.finetune, 0)
-
-    def init():
-        return make_model(case.model, t.in_features, t.out_features, 0, device="cpu", dtype=DT)
-
-    dense = init()
-    fit(dense, t, train)
     for ratio in RATIOS:
         a = prune_in_rounds(dense, "taylor-neuron", ratio, t, rounds=Rounds(**ROUNDS), config=finetune, batch_size=32)
         b = prune_in_rounds(init(), "hgnp", ratio, t, rounds=Rounds(**ROUNDS), config=train,
