@@ -344,6 +344,32 @@ def test_ec_exact_equals_a_loop_over_weights(act, batch_size):
         assert_close(res.scores[name], ref, rtol=1e-10, what=f"{name} ec-exact")
 
 
+@pytest.mark.parametrize("batch_size", [None, 6])
+def test_ec_exact_examples_measures_the_change_on_the_drawn_rows(batch_size):
+    """``examples = k``: the true change over the k rows ``drawn_rows`` keeps for the seed, with the EC
+    shifts of all rows; k at least the data gives the default."""
+    from sciprune.criteria._loss_models import drawn_rows
+
+    model, X, Y = _problem(("tiny", 2, [3, 4], 2, "tanh"), n=20)
+    res = score_result(model, "ec-exact", (X, Y), batch_size=batch_size, seed=3, examples=7)
+    ec = score_result(model, "ec", (X, Y))
+    keep = drawn_rows(20, 7, torch.Generator().manual_seed(3))
+    for name in prunable_names(model):
+        assert_close(res.bias_shifts[name], ec.bias_shifts[name], rtol=1e-13, what=f"{name} shift")
+        ref = torch.zeros_like(res.scores[name])
+        for i in range(ref.shape[0]):
+            for j in range(ref.shape[1]):
+                ref[i, j] = _true_change(model, X[keep], name, i, j, float(ec.bias_shifts[name][i, j]))
+        assert_close(res.scores[name], ref, rtol=1e-10, what=f"{name} ec-exact on 7 rows")
+    full = score_result(model, "ec-exact", (X, Y), seed=3)
+    for k in (20, 50):
+        same = score_result(model, "ec-exact", (X, Y), seed=3, examples=k)
+        for name in prunable_names(model):
+            assert torch.equal(same.scores[name], full.scores[name])
+    with pytest.raises(SciPruneError, match="examples"):
+        score_result(model, "ec-exact", (X, Y), examples=0)
+
+
 def test_ec_exact_on_float32_model_and_last_layer_equals_ec():
     model, X, Y = _problem(CASES[4], dtype=torch.float32)
     exact = score_result(model, "ec-exact", (X, Y))

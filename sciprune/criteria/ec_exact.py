@@ -29,6 +29,7 @@ from ..activations import Activation
 from ..chain import Walker
 from ..errors import SciPruneError
 from ._registry import ScoreResult, register
+from ._loss_models import EXAMPLES_OPTION, select_examples
 from .ec import compensation_shifts
 
 MAX_WEIGHTS = 200_000
@@ -63,8 +64,9 @@ def _rest(chain: Walker, start: int, h: torch.Tensor, bufs: list[torch.Tensor]) 
 
 
 @register("ec-exact", summary="true output change after removing each weight with its EC bias shift (slow reference)",
-          needs_data=True, options={"max_weights": f"int, default {MAX_WEIGHTS}: refuse larger models"})
-def ec_exact(model, batches, names, generator, *, max_weights: int = MAX_WEIGHTS) -> ScoreResult:
+          needs_data=True,
+          options={"max_weights": f"int, default {MAX_WEIGHTS}: refuse larger models", **EXAMPLES_OPTION})
+def ec_exact(model, batches, names, generator, *, max_weights: int = MAX_WEIGHTS, examples=None) -> ScoreResult:
     if isinstance(max_weights, bool) or not isinstance(max_weights, int) or max_weights < 1:
         raise SciPruneError(f"max_weights must be a positive integer, got {max_weights!r}")
     params = dict(model.named_parameters())
@@ -75,6 +77,7 @@ def ec_exact(model, batches, names, generator, *, max_weights: int = MAX_WEIGHTS
             f"(max_weights={max_weights}); pass max_weights={total} to run it anyway, or use 'ec'"
         )
     shifts = compensation_shifts(model, batches, names, generator)
+    rows = select_examples(batches, examples, generator)  # after the shifts: None leaves the generator as it was
     model64 = copy.deepcopy(model).to(torch.float64)
     chain = Walker(model64)
     chain.index_of(names)  # a clear error for a name outside the chain
@@ -83,7 +86,7 @@ def ec_exact(model, batches, names, generator, *, max_weights: int = MAX_WEIGHTS
     bufs = [torch.empty(_BUDGET, dtype=torch.float64, device=device) for _ in range(2)]
     n_samples = 0
     with torch.no_grad():
-        for X, _ in batches:
+        for X, _ in rows:
             for s in range(0, X.shape[0], _ROWS):
                 inputs, y = chain.forward(X[s : s + _ROWS].to(torch.float64))
                 for name in names:
