@@ -41,7 +41,7 @@ def _small(tmp_path: Path, **more) -> dict:
             "data.file": str(tmp_path / "ds.h5"), "data.generate.nx": 24, "data.generate.nt": 11,
             "architectures.pdebench.widths": [8, 8, 8], "architectures.small.widths": [6, 6],
             "train.epochs": 3, "train.batch_size": 64, "finetune.epochs": 1, "finetune.batch_size": 64,
-            "prune.options.ec-exact.examples": 40, "prune.procedures.rewind.rewind": 2,
+            "prune.options.ec-exact.examples": 40, "prune.procedures.rewind.rewind": 2, "prune.procedures.rewind.schedule": {"kind": "iterative", "levels": [0.5], "budget_epochs": 0},
             "prune.procedures.gmp.schedule": {"kind": "cubic", "n_updates": 3, "every": 2, "start_step": 2}, **more}
 
 
