@@ -2,13 +2,16 @@
 
     sciprune sweep --workers 2 cases/noise_robustness_cpu.toml
     python docs/noise_study_tables.py runs/noise_robustness_cpu [--ratios 0.8 0.9 0.95]
+    python docs/noise_study_tables.py runs/noise_robustness_cpu --twin runs/noise_robustness_cpu_gaussian --twin-level 0.1
 
 Per architecture: (1) the dense network against the noise level: its test MSE against the clean field
 and against the noisy targets, the noise variance (a^2/3 for U(-a, a), a^2 for N(0, a^2)) and the
 signal-to-noise ratio rms(u)/std(noise); (2) for each of ``--ratios``, the fine-tuned and the just-pruned
 clean-target MSE of every variant (and the scratch baseline) divided by the dense network's at the same
 seed and level, geometric mean over seeds, as a (method x noise level) table: how much pruning costs as
-the noise grows ("-": the variant stopped short of the ratio in some seed). The recommendation and how-far-to-prune tables are those of ``sciprune report``.
+the noise grows ("-": the variant stopped short of the ratio in some seed); (3) with ``--twin`` (the
+Gaussian twin's results) and ``--twin-level`` (the uniform level of the same variance), the fine-tuned
+clean MSE under each kind of noise per variant. The recommendation and how-far-to-prune tables are those of ``sciprune report``.
 """
 
 from __future__ import annotations
@@ -60,13 +63,40 @@ def _cost(ds, arch, ratio: float, stage: str) -> None:
         print(f"| {m} | " + " | ".join(cells) + " |")
 
 
+def _twin(ds, twin, level: float, ratios) -> None:
+    """Fine-tuned clean MSE (mean over seeds) under ``ds``'s noise at ``level`` and under the twin's one level."""
+    t_level = float(twin["noise"].values[0])
+    for arch in ds["arch"].values:
+        print(f"\n### {arch}, fine-tuned clean MSE: {noise_kind(ds)} {level:g} / {noise_kind(twin)} {t_level:g} "
+              f"(mean over seeds)\n")
+        print("| method | " + " | ".join(f"{r:g}" for r in ratios) + " |")
+        print("|---|" + "---|" * len(ratios))
+        for m in ds["method"].values:
+            cells = []
+            for r in ratios:
+                at = {"arch": arch, "method": m, "ratio": r}
+                a = float(reached(ds, METRIC).sel(at).sel(noise=level, stage="finetuned").mean("seed"))
+                b = float(reached(twin, METRIC).sel(at).sel(noise=t_level, stage="finetuned").mean("seed"))
+                cells.append(f"{a:.3g} / {b:.3g}")
+            print(f"| {m} | " + " | ".join(cells) + " |")
+        a = float(ds[f"dense_{METRIC}"].sel({"arch": arch, "noise": level}).mean())
+        b = float(twin[f"dense_{METRIC}"].sel({"arch": arch, "noise": t_level}).mean())
+        print(f"| dense | " + " | ".join(f"{a:.3g} / {b:.3g}" for _ in ratios) + " |")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("folder", type=Path, help="the study's output folder, or its results.nc")
     ap.add_argument("--ratios", type=float, nargs="+", default=[0.8, 0.9, 0.95])
     ap.add_argument("--stages", nargs="+", default=["finetuned", "pruned"])
+    ap.add_argument("--twin", type=Path, default=None, help="the Gaussian twin's output folder or results.nc")
+    ap.add_argument("--twin-level", type=float, default=0.1, help="the level of equal variance in the main study")
     args = ap.parse_args()
     ds = read_dataset(args.folder if args.folder.is_file() else args.folder / "results.nc")
+    if args.twin is not None:
+        twin = read_dataset(args.twin if args.twin.is_file() else args.twin / "results.nc")
+        _twin(ds, twin, args.twin_level, args.ratios)
+        return
     for arch in ds["arch"].values:
         print(f"\n## {arch}")
         _dense(ds, arch)
