@@ -22,6 +22,20 @@ def no_figures(monkeypatch):
     monkeypatch.setattr(sciprune.pipeline, "_figures", lambda *args: None)
 
 
+@pytest.fixture
+def no_robustness_figures(monkeypatch):
+    """Every figure of ``sciprune report`` as an empty file (matplotlib costs a second each; the robustness
+    figures are drawn in test_report_robustness.test_report_draws_robustness_figures_and_writes_the_tables)."""
+    import sciprune.plots
+    import sciprune.plots_robustness
+
+    def empty(ds, path, **kw):
+        open(path, "wb").close()
+
+    monkeypatch.setattr(sciprune.plots_robustness, "plot_robustness", empty)
+    monkeypatch.setattr(sciprune.plots, "plot_loss_vs_ratio", empty)
+
+
 @pytest.fixture(scope="session")
 def tiny_pdebench(tmp_path_factory):
     """A one-sample diffusion-sorption file on a 24 x 11 grid, made once per session; read-only for tests

@@ -24,25 +24,17 @@ CASES = Path(__file__).resolve().parents[1] / "cases"
 EXTRA = ["ec-14", "qm-14", "rewind", "gmp"]
 
 
-@pytest.fixture(autouse=True)
-def no_figures(monkeypatch):
-    import sciprune.plots_robustness
-
-    def empty(*args, **kwargs):
-        for a in (*args, *kwargs.values()):
-            if isinstance(a, (str, Path)) and str(a).endswith(".png"):
-                Path(a).write_bytes(b"")
-
-    monkeypatch.setattr(sciprune.plots_robustness, "plot_robustness", empty)
+pytestmark = pytest.mark.usefixtures("no_robustness_figures")  # tests/conftest.py
 
 
-def _small(tmp_path: Path, **more) -> dict:
+def _small(tmp_path: Path) -> dict:
     return {"seeds": [0, 1], "noise.levels": [0.0, 0.2], "prune.ratios": [0.5, 0.9], "output": str(tmp_path / "out"),
             "data.file": str(tmp_path / "ds.h5"), "data.generate.nx": 24, "data.generate.nt": 11,
             "architectures.pdebench.widths": [8, 8, 8], "architectures.small.widths": [6, 6],
             "train.epochs": 3, "train.batch_size": 64, "finetune.epochs": 1, "finetune.batch_size": 64,
-            "prune.options.ec-exact.examples": 40, "prune.procedures.rewind.rewind": 2, "prune.procedures.rewind.schedule": {"kind": "iterative", "levels": [0.5], "budget_epochs": 0},
-            "prune.procedures.gmp.schedule": {"kind": "cubic", "n_updates": 3, "every": 2, "start_step": 2}, **more}
+            "prune.options.ec-exact.examples": 40, "prune.procedures.rewind.rewind": 2,
+            "prune.procedures.rewind.schedule": {"kind": "iterative", "levels": [0.5], "budget_epochs": 0},
+            "prune.procedures.gmp.schedule": {"kind": "cubic", "n_updates": 3, "every": 2, "start_step": 2}}
 
 
 @pytest.mark.slow

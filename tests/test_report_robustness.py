@@ -41,20 +41,6 @@ def _seedwise(s: int) -> float:
     return 1.0 + 0.1 * s  # seeds differ far more than the methods do: only pairing tells them apart
 
 
-@pytest.fixture
-def no_robustness_figures(monkeypatch):
-    """Every figure of the report as an empty file (matplotlib costs a second each; the robustness
-    figures are drawn in test_report_draws_robustness_figures_and_writes_the_tables)."""
-    import sciprune.plots
-    import sciprune.plots_robustness
-
-    def empty(ds, path, **kw):
-        open(path, "wb").close()
-
-    monkeypatch.setattr(sciprune.plots_robustness, "plot_robustness", empty)
-    monkeypatch.setattr(sciprune.plots, "plot_loss_vs_ratio", empty)
-
-
 def _cell(rows, **where) -> dict:
     (row,) = [r for r in rows if all(r[k] == v for k, v in where.items())]
     return row

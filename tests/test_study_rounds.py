@@ -6,7 +6,6 @@ widths trained from scratch, and bad tables are one line, exit 2, before any wor
 
 from __future__ import annotations
 
-
 import pytest
 import torch
 from helpers import assert_sweep_equals_run, tiny_case
