@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from sciprune.data.noise import NoiseModel
 from sciprune.report_robustness import noise_kind, snr
 from sciprune.results import read_dataset
 from sciprune.robustness import reached
@@ -29,7 +30,9 @@ METRIC = "test_mse_clean"
 
 
 def _noise_variance(kind: str, a: float) -> float:
-    return {"uniform": a * a / 3, "gaussian": a * a}.get(kind, float("nan"))
+    """std^2 of the additive noise (:attr:`NoiseModel.std`); NaN for relative or unrecorded noise."""
+    std = NoiseModel(kind, a).std if kind in ("uniform", "gaussian", "none") else None
+    return float("nan") if std is None else std * std
 
 
 def _dense(ds, arch) -> None:

@@ -20,6 +20,7 @@ from typing import Callable
 import numpy as np
 import xarray as xr
 
+from .data.noise import NoiseModel
 from .report_diagnostics import fmt
 from .robustness import LEVEL, MIN_SEEDS, RESAMPLES, SHORT_BY, crossovers, prune_within, recommend
 
@@ -68,7 +69,7 @@ def snr(ds: xr.Dataset) -> np.ndarray | None:
         if kind == "relative-gaussian":
             return 1.0 / levels
         if kind in ("uniform", "gaussian") and rms is not None:
-            return rms / (levels / math.sqrt(3.0) if kind == "uniform" else levels)
+            return rms / np.array([NoiseModel(kind, float(a)).std for a in levels])
     return None
 
 
