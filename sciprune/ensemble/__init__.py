@@ -6,10 +6,10 @@ pruning of the members likewise: :func:`score_ensemble`, :func:`prune_ensemble`.
 an :class:`EnsembleFitState` whose ``members`` are the member modules themselves.
 """
 
+from ._evaluate import evaluate_ensemble
 from ._fit import (
     ENSEMBLE_OPTIMIZERS,
     ENSEMBLE_SCHEDULES,
-    evaluate_ensemble,
     fit_ensemble,
 )
 from ._hooks import EnsembleFitState

@@ -11,7 +11,8 @@ from ..data._types import TaskData
 from ..errors import SciPruneError
 from ..hooks import resolve_hooks
 from ..training import History, TrainConfig, _resolve, fit
-from ._fit import _per_member, _unsupported, fit_ensemble
+from ._evaluate import _per_member
+from ._fit import _unsupported, fit_ensemble
 from ._hooks import as_member_hooks
 from ._memory import members_per_batch
 from ._stack import architecture_key
